@@ -1,0 +1,1 @@
+"""The multimodal LLM policy: image + instruction in, action tokens out."""

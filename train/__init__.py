@@ -1,0 +1,1 @@
+"""Episode store, rollout collection, SFT / RL / DPO updates, evaluation, campaigns, CLI, plots."""

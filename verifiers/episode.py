@@ -1,0 +1,72 @@
+"""The plain values that flow between the loop's stages: an `Episode` and a `Verdict`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+EXPERT_POLICY_ID = "expert"
+RANDOM_POLICY_ID = "random"
+
+
+@dataclass
+class Episode:
+    """One rollout of one policy in one task, as the environment recorded it.
+
+    Arrays are indexed by step t = 0..T-1 (T = `length`); `frames` and `states` hold the
+    observation before each step plus the final one (T + 1 rows). The environment's own outcome
+    (`is_success`) is never overwritten: verifiers add `Verdict`s beside it.
+    """
+
+    task_id: str
+    """Registered id, e.g. `autodidact/ReachBall-v0`."""
+    env_seed: int
+    """Seed passed to `env.reset(seed=...)`; with `task_id` it fixes the initial state."""
+    instruction: str
+    """The instruction the policy was given (after relabelling: the one it achieved)."""
+    actions: np.ndarray
+    """float32 [T, d]: the actions executed in the environment, in [-1, 1]."""
+    action_bins: np.ndarray
+    """int64 [T, d]: the action-token bin (0..255) of each dimension; the training target."""
+    logprobs: np.ndarray
+    """float32 [T, d]: log-prob of each chosen action token under the acting policy (NaN for
+    policies that are not the MLLM, e.g. the scripted expert)."""
+    rewards: np.ndarray
+    """float32 [T]: the environment's reward per step."""
+    is_success: bool
+    """The environment's verdict: `info["is_success"]` at the last step."""
+    truncated: bool
+    """True when the episode ended at the time limit rather than on success."""
+    states: np.ndarray
+    """float32 [T + 1, k]: proprioception (gripper position and opening) before each step and at the end."""
+    frames: np.ndarray | None = None
+    """uint8 [T + 1, H, W, 3]: camera images; None when not loaded (the store loads them lazily)."""
+    step_info: dict[str, np.ndarray] = field(default_factory=dict)
+    """Numeric per-step diagnostics from `info` (reward terms, contact force, ...): name -> float32 [T]."""
+    achieved: list[str] = field(default_factory=list)
+    """Instructions of the same task that the final state satisfies (for hindsight relabelling)."""
+    policy_id: str = EXPERT_POLICY_ID
+    """Checkpoint id of the acting policy, or `expert` / `random`."""
+    round: int = 0
+    """Campaign round in which the episode was collected."""
+    episode_id: str = ""
+    """Unique within a campaign, e.g. `r3/autodidact/ReachBall-v0/s1042/k0`."""
+    relabelled_from: str | None = None
+    """The original instruction when this episode is a hindsight relabelling of another."""
+
+    @property
+    def length(self) -> int:
+        return int(self.actions.shape[0])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A verifier's judgement of one episode. `passed=None` means the verifier has no opinion."""
+
+    episode_id: str
+    verifier: str
+    passed: bool | None
+    score: float
+    """In [0, 1]: 1 is a confident pass."""
+    reason: str
