@@ -1,0 +1,300 @@
+"""Rollout collection: run a policy (the MLLM, the scripted expert, or uniform noise) over a list of
+(task, seed) jobs in a gymnasium vector env and return one `Episode` per job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import envs
+from agent.action_tokens import actions_to_bins, bins_to_actions
+from verifiers.episode import EXPERT_POLICY_ID, RANDOM_POLICY_ID, Episode
+
+POLICY_KINDS = (EXPERT_POLICY_ID, RANDOM_POLICY_ID)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One episode to collect: which task, which reset seed, and an optional forced instruction."""
+
+    task_id: str
+    seed: int
+    tag: str = "k0"
+    """Distinguishes repeated episodes of the same (task, seed), e.g. the members of an RL group."""
+
+
+class TaskSlot(gym.Env):
+    """One vector-env slot that can host any registered task; `task_id` is set before each reset.
+
+    Every task shares one observation and action space, so slots of a vector env can run different
+    tasks side by side. Environments are made lazily, once per task per slot, and reused.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, task_ids: Sequence[str], image_size: int | tuple[int, int] = 64):
+        self._image_size = image_size
+        self._envs: dict[str, gym.Env] = {}
+        self.task_id = task_ids[0]
+        first = self._env(self.task_id)
+        self.observation_space = first.observation_space
+        self.action_space = first.action_space
+
+    def _env(self, task_id: str) -> gym.Env:
+        if task_id not in self._envs:
+            self._envs[task_id] = envs.make(task_id, image_size=self._image_size)
+        return self._envs[task_id]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        return self._env(self.task_id).reset(seed=seed, options=options)
+
+    def step(self, action):
+        return self._env(self.task_id).step(action)
+
+    def expert_action(self) -> np.ndarray:
+        return self._env(self.task_id).unwrapped.expert_action()
+
+    def achieved_instructions(self) -> list[str]:
+        return self._env(self.task_id).unwrapped.achieved_instructions()
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+
+
+def make_vector_env(
+    task_ids: Sequence[str],
+    num_envs: int,
+    image_size: int | tuple[int, int] = 64,
+    mode: str = "sync",
+) -> gym.vector.VectorEnv:
+    """A vector env of `num_envs` task slots, without autoreset (the collector resets by mask)."""
+    if mode not in ("sync", "async"):
+        raise ValueError(f"unknown vectorization mode {mode!r}; expected 'sync' or 'async'")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    fns = [lambda: TaskSlot(task_ids, image_size) for _ in range(num_envs)]
+    disabled = gym.vector.AutoresetMode.DISABLED
+    if mode == "sync":
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=disabled)
+    return gym.vector.AsyncVectorEnv(fns, autoreset_mode=disabled, shared_memory=False)
+
+
+@dataclass
+class _Trace:
+    """What one slot has recorded so far of its current episode."""
+
+    job: Job
+    instruction: str
+    frames: list[np.ndarray]
+    states: list[np.ndarray]
+    actions: list[np.ndarray] = field(default_factory=list)
+    bins: list[np.ndarray] = field(default_factory=list)
+    logprobs: list[np.ndarray] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    step_info: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _numeric_info(info: dict[str, Any], i: int) -> dict[str, float]:
+    """The numeric per-step values of slot `i` in a vector env's info dict (is_success included)."""
+    out = {}
+    for key, value in info.items():
+        if key.startswith("_") or not isinstance(value, np.ndarray) or value.dtype == object:
+            continue
+        mask = info.get("_" + key)
+        if mask is not None and not mask[i]:
+            continue
+        if np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_:
+            out[key] = float(value[i])
+    return out
+
+
+def _choose_actions(
+    policy: Any,
+    obs: dict,
+    active: np.ndarray,
+    vec: gym.vector.VectorEnv,
+    act_kwargs: dict,
+    rng: np.random.Generator,
+):
+    """Actions, bins and log-probs for the active slots (rows of inactive slots are zeros / NaN)."""
+    n = vec.num_envs
+    idx = np.flatnonzero(active)
+    actions = np.zeros((n, 4), dtype=np.float32)
+    logprobs = np.full((n, 4), np.nan, dtype=np.float32)
+    if policy == EXPERT_POLICY_ID:
+        expert = np.asarray(vec.call("expert_action"), dtype=np.float32)
+        bins = actions_to_bins(expert)
+    elif policy == RANDOM_POLICY_ID:
+        bins = rng.integers(0, 256, size=(n, 4), dtype=np.int64)
+    else:
+        out = policy.act(
+            obs["image"][idx],
+            [obs["instruction"][i] for i in idx],
+            obs["state"][idx],
+            **act_kwargs,
+        )
+        bins = np.zeros((n, 4), dtype=np.int64)
+        bins[idx] = out.bins
+        logprobs[idx] = out.logprobs
+    actions = bins_to_actions(bins)
+    actions[~active] = 0.0
+    return actions, bins, logprobs
+
+
+def collect_episodes(
+    jobs: Sequence[Job],
+    policy: Any,
+    *,
+    num_envs: int = 8,
+    image_size: int | tuple[int, int] = 64,
+    round: int = 0,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    vectorization: str = "sync",
+    vector_env: gym.vector.VectorEnv | None = None,
+    progress: Any = None,
+) -> list[Episode]:
+    """Run `policy` on every job and return the episodes in job order.
+
+    `policy` is an `agent.Policy`, or "expert" (the task's scripted expert, its actions quantized to
+    action bins before execution so that a perfect imitator reproduces the demo) or "random"
+    (uniform action bins). `seed` seeds the policy's sampling; with the same jobs and seed the
+    episodes are identical. `progress`, if given, is called with the number of finished episodes.
+    """
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    if isinstance(policy, str) and policy not in POLICY_KINDS:
+        raise ValueError(
+            f"unknown policy {policy!r}; expected an agent.Policy or one of {POLICY_KINDS}"
+        )
+    task_ids = sorted({job.task_id for job in jobs})
+    n = min(num_envs, len(jobs))
+    vec = vector_env or make_vector_env(task_ids, n, image_size, vectorization)
+    n = vec.num_envs
+    rng = np.random.default_rng(seed)
+    act_kwargs: dict[str, Any] = {}
+    if not isinstance(policy, str):
+        import torch
+
+        act_kwargs = dict(
+            greedy=greedy,
+            temperature=temperature,
+            top_k=top_k,
+            generator=torch.Generator(device=policy.device).manual_seed(seed),
+        )
+        policy_id = policy.policy_id
+    else:
+        policy_id = policy
+
+    results: dict[int, Episode] = {}
+    traces: list[_Trace | None] = [None] * n
+    job_of_slot = [-1] * n
+    next_job = 0
+    obs: dict | None = None
+    try:
+        while len(results) < len(jobs):
+            free = [i for i in range(n) if traces[i] is None]
+            starting = free[: len(jobs) - next_job]
+            if starting:
+                obs = _start(vec, obs, jobs, starting, next_job, traces, job_of_slot)
+                next_job += len(starting)
+            active = np.array([t is not None for t in traces])
+            actions, bins, logprobs = _choose_actions(policy, obs, active, vec, act_kwargs, rng)
+            obs, rewards, terminated, truncated, info = vec.step(actions)
+            done = active & (terminated | truncated)
+            achieved = vec.call("achieved_instructions") if done.any() else None
+            for i in np.flatnonzero(active):
+                trace = traces[i]
+                trace.actions.append(actions[i])
+                trace.bins.append(bins[i])
+                trace.logprobs.append(logprobs[i])
+                trace.rewards.append(float(rewards[i]))
+                for key, value in _numeric_info(info, i).items():
+                    trace.step_info.setdefault(key, []).append(value)
+                trace.frames.append(obs["image"][i].copy())
+                trace.states.append(obs["state"][i].copy())
+                if done[i]:
+                    ended_by_limit = bool(truncated[i] and not terminated[i])
+                    results[job_of_slot[i]] = _finish(
+                        trace, ended_by_limit, achieved[i], policy_id, round
+                    )
+                    traces[i] = None
+                    if progress is not None:
+                        progress(1)
+    finally:
+        if vector_env is None:
+            vec.close()
+    return [results[k] for k in range(len(jobs))]
+
+
+def _start(vec, obs, jobs, slots, first_job, traces, job_of_slot) -> dict:
+    """Reset `slots` onto the next jobs and return the vector observation with them fresh."""
+    n = vec.num_envs
+    mask = np.zeros(n, dtype=bool)
+    mask[slots] = True
+    seeds: list[int | None] = [None] * n
+    tasks = list(vec.get_attr("task_id"))
+    for k, slot in enumerate(slots):
+        job = jobs[first_job + k]
+        tasks[slot] = job.task_id
+        seeds[slot] = job.seed
+        job_of_slot[slot] = first_job + k
+    vec.set_attr("task_id", tasks)
+    options = None if mask.all() else {"reset_mask": mask}
+    new_obs, _ = vec.reset(seed=seeds, options=options)
+    if obs is None or mask.all():
+        obs = new_obs
+    else:
+        obs = {
+            "image": np.where(mask[:, None, None, None], new_obs["image"], obs["image"]),
+            "state": np.where(mask[:, None], new_obs["state"], obs["state"]),
+            "instruction": tuple(
+                new_obs["instruction"][i] if mask[i] else obs["instruction"][i] for i in range(n)
+            ),
+        }
+    for slot in slots:
+        traces[slot] = _Trace(
+            job=jobs[job_of_slot[slot]],
+            instruction=obs["instruction"][slot],
+            frames=[obs["image"][slot].copy()],
+            states=[obs["state"][slot].copy()],
+        )
+    return obs
+
+
+def _finish(
+    trace: _Trace, truncated: bool, achieved: list[str], policy_id: str, round: int
+) -> Episode:
+    job = trace.job
+    step_info = {
+        k: np.asarray(v, dtype=np.float32)
+        for k, v in trace.step_info.items()
+        if len(v) == len(trace.actions)
+    }
+    success = step_info.get("is_success")
+    return Episode(
+        task_id=job.task_id,
+        env_seed=job.seed,
+        instruction=trace.instruction,
+        actions=np.stack(trace.actions).astype(np.float32),
+        action_bins=np.stack(trace.bins).astype(np.int64),
+        logprobs=np.stack(trace.logprobs).astype(np.float32),
+        rewards=np.asarray(trace.rewards, dtype=np.float32),
+        is_success=bool(success is not None and success[-1] > 0.5),
+        truncated=truncated,
+        states=np.stack(trace.states).astype(np.float32),
+        frames=np.stack(trace.frames),
+        step_info=step_info,
+        achieved=list(achieved),
+        policy_id=policy_id,
+        round=round,
+        episode_id=f"r{round}/{job.task_id}/s{job.seed}/{job.tag}",
+    )
