@@ -1,0 +1,146 @@
+"""The losses against hand-computed values on small tensors, and the schedule's shape."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.losses import dpo_loss, group_advantages, grpo_loss, kl_k3, sft_loss
+from train.optim import OptimConfig, RLConfig, lr_factor, num_optimizer_steps
+
+
+def test_sft_loss_is_mean_negative_logprob_over_unmasked_tokens():
+    logprobs = torch.log(torch.tensor([[0.5, 0.25], [0.125, 1.0]]))
+    assert sft_loss(logprobs).item() == pytest.approx(
+        (math.log(2) + math.log(4) + math.log(8) + 0.0) / 4
+    )
+    mask = torch.tensor([[True, False], [True, False]])
+    assert sft_loss(logprobs, mask).item() == pytest.approx((math.log(2) + math.log(8)) / 2)
+
+
+def test_sft_loss_rejects_mismatched_mask():
+    with pytest.raises(ValueError, match="one shape"):
+        sft_loss(torch.zeros(2, 4), torch.ones(2, 3))
+
+
+def test_group_advantages_are_leave_one_out():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 7.0])
+    groups = torch.tensor([3, 3, 3, 8, 8, 5])
+    adv = group_advantages(rewards, groups)
+    # group 3: 1 - (0+0)/2 = 1; 0 - (1+0)/2 = -0.5; group 8: equal rewards -> 0; group 5: alone -> 0
+    assert torch.allclose(adv, torch.tensor([1.0, -0.5, -0.5, 0.0, 0.0, 0.0]))
+
+
+def test_group_advantages_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="group_ids"):
+        group_advantages(torch.zeros(3), torch.zeros(4, dtype=torch.long))
+
+
+def test_grpo_loss_matches_hand_computation_with_clipping():
+    old = torch.zeros(1, 4)
+    # ratios 1.5, 0.5, 1.1, 0.9 ; eps 0.2 -> clipped 1.2, 0.8, 1.1, 0.9
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1, 0.9]])).requires_grad_()
+    loss, m = grpo_loss(new, old, torch.tensor([1.0]), clip_eps=0.2)
+    # A = +1: min(r, clip(r)) = 1.2, 0.5, 1.1, 0.9
+    assert loss.item() == pytest.approx(-(1.2 + 0.5 + 1.1 + 0.9) / 4)
+    assert m["clip_frac"].item() == pytest.approx(0.25)
+    loss.backward()
+    # d/dnew of -ratio*A/4 = -ratio/4 where unclipped; 0 where the clip is active (token 0)
+    assert torch.allclose(new.grad, torch.tensor([[0.0, -0.5 / 4, -1.1 / 4, -0.9 / 4]]))
+
+    new = new.detach().requires_grad_()
+    loss, m = grpo_loss(new, old, torch.tensor([-2.0]), clip_eps=0.2)
+    # A = -2: -min(-2r, -2 clip(r)) = 2 max(r, clip(r)) = 2 * (1.5, 0.8, 1.1, 0.9)
+    assert loss.item() == pytest.approx(2 * (1.5 + 0.8 + 1.1 + 0.9) / 4)
+    assert m["clip_frac"].item() == pytest.approx(0.25)
+    loss.backward()
+    assert new.grad[0, 1].item() == 0.0 and new.grad[0, 0].item() == pytest.approx(2 * 1.5 / 4)
+
+
+def test_grpo_loss_mask_and_per_token_advantages():
+    old = torch.zeros(2, 2)
+    new = torch.zeros(2, 2)
+    adv = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    mask = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    loss, _ = grpo_loss(new, old, adv, mask=mask)
+    assert loss.item() == pytest.approx(-(1 + 2 + 4) / 3)
+
+
+def test_kl_k3_value_and_penalty_term():
+    new = torch.log(torch.tensor([[0.5, 0.2]]))
+    ref = torch.log(torch.tensor([[0.25, 0.2]]))
+    # k3 = r - log r - 1 with r = ref/new: r = 0.5 -> 0.5 + log 2 - 1 ; r = 1 -> 0
+    expected = 0.5 + math.log(2) - 1
+    assert torch.allclose(kl_k3(new, ref), torch.tensor([[expected, 0.0]]), atol=1e-6)
+    adv = torch.tensor([1.0])
+    base, _ = grpo_loss(new, new, adv)
+    loss, m = grpo_loss(new, new, adv, ref_logprobs=ref, kl_coef=0.5)
+    assert m["kl"].item() == pytest.approx(expected / 2, rel=1e-5)
+    assert (loss - base).item() == pytest.approx(0.5 * expected / 2, rel=1e-5)
+    assert kl_k3(ref, ref).abs().max().item() == 0.0
+
+
+def test_grpo_loss_requires_reference_for_kl():
+    x = torch.zeros(1, 4)
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        grpo_loss(x, x, torch.ones(1), kl_coef=0.1)
+
+
+def test_dpo_loss_hand_value_and_metrics():
+    pc, pr = torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -1.0])
+    rc, rr = torch.tensor([-1.5, -2.0]), torch.tensor([-1.5, -2.0])
+    loss, m = dpo_loss(pc, pr, rc, rr, beta=0.5)
+    # margins: 0.5*((-1+1.5) - (-2+1.5)) = 0.5 ; 0.5*((-3+2) - (-1+2)) = -1.0
+    expected = (math.log1p(math.exp(-0.5)) + math.log1p(math.exp(1.0))) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert m["accuracy"].item() == pytest.approx(0.5)
+    assert m["margin"].item() == pytest.approx(-0.25)
+
+
+def test_dpo_loss_agrees_with_standard_sigmoid_formula():
+    g = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(16, generator=g) * 5 for _ in range(4))
+    beta = 0.1
+    # the formula as written in Rafailov et al. (2023) / TRL's sigmoid loss
+    pi_logratios = pc - pr
+    ref_logratios = rc - rr
+    standard = -F.logsigmoid(beta * (pi_logratios - ref_logratios)).mean()
+    loss, _ = dpo_loss(pc, pr, rc, rr, beta=beta)
+    assert torch.allclose(loss, standard)
+    # at the reference, the loss is log 2 whatever the log-probs
+    loss, m = dpo_loss(rc, rr, rc, rr, beta=beta)
+    assert loss.item() == pytest.approx(math.log(2)) and m["margin"].item() == 0.0
+
+
+def test_dpo_gradient_raises_chosen_and_lowers_rejected():
+    pc = torch.tensor([-2.0], requires_grad=True)
+    pr = torch.tensor([-2.0], requires_grad=True)
+    loss, _ = dpo_loss(pc, pr, torch.tensor([-2.0]), torch.tensor([-2.0]), beta=0.2)
+    loss.backward()
+    # d/dpc of -logsigmoid(beta*(pc - pr + ...)) at margin 0 = -beta * sigmoid(0) = -0.1
+    assert pc.grad.item() == pytest.approx(-0.1) and pr.grad.item() == pytest.approx(0.1)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_floor():
+    config = OptimConfig(lr=1.0, warmup_steps=2, min_lr_ratio=0.1)
+    factors = [lr_factor(s, 10, config) for s in range(10)]
+    assert factors[0] == pytest.approx(1 / 3) and factors[1] == pytest.approx(2 / 3)
+    assert factors[2] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[2:], factors[3:], strict=False))
+    constant = OptimConfig(schedule="constant")
+    assert {lr_factor(s, 10, constant) for s in range(10)} == {1.0}
+
+
+def test_num_optimizer_steps_counts_accumulation_and_cap():
+    assert num_optimizer_steps(100, OptimConfig(batch_size=32, epochs=2, grad_accum_steps=2)) == 4
+    assert num_optimizer_steps(100, OptimConfig(batch_size=32, epochs=2, max_steps=3)) == 3
+
+
+def test_configs_reject_bad_values():
+    with pytest.raises(ValueError, match="schedule"):
+        OptimConfig(schedule="linear")
+    with pytest.raises(ValueError, match="batch_size"):
+        OptimConfig(batch_size=0)
+    with pytest.raises(ValueError, match="temperature"):
+        RLConfig(temperature=0.0)
