@@ -1,0 +1,191 @@
+"""Organizing verified episodes for the three optimizers: the SFT set, RL groups and DPO pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from verifiers.base import verdicts_by_episode
+from verifiers.episode import Episode, Verdict
+
+BALANCE_MODES = ("none", "downsample", "upsample")
+
+
+@dataclass
+class RLGroup:
+    """K episodes from the same task, seed and instruction, with their outcomes (for GRPO / RLOO)."""
+
+    task_id: str
+    env_seed: int
+    instruction: str
+    episodes: list[Episode]
+    rewards: np.ndarray
+    """float32 [K]: 1.0 for a verified success, 0.0 otherwise."""
+
+
+@dataclass
+class DPOPair:
+    """A success (`chosen`) and a failure (`rejected`) from the same task, seed and instruction."""
+
+    chosen: Episode
+    rejected: Episode
+
+
+def passed_episodes(episodes: Sequence[Episode], verdicts: Sequence[Verdict] | None) -> list[bool]:
+    """Per episode, whether it is verified: `is_success` when `verdicts` is None, else every verdict
+    about it (matched by `episode_id`, `passed=None` ignored) passed and at least one did."""
+    if verdicts is None:
+        return [bool(e.is_success) for e in episodes]
+    grouped = verdicts_by_episode(verdicts)
+    ids = [e.episode_id for e in episodes]
+    missing = [i for i in ids if i not in grouped]
+    if missing:
+        raise ValueError(
+            f"no verdict for {len(missing)} episode(s), e.g. {missing[0]!r}; "
+            "pass one or more verdicts for every episode"
+        )
+    outcome = []
+    for episode_id in ids:
+        opinions = [v.passed for v in grouped[episode_id] if v.passed is not None]
+        outcome.append(bool(opinions) and all(opinions))
+    return outcome
+
+
+def _key(episode: Episode) -> tuple[str, int, str]:
+    return (episode.task_id, int(episode.env_seed), episode.instruction)
+
+
+def build_sft_set(
+    episodes: Sequence[Episode],
+    verdicts: Sequence[Verdict] | None = None,
+    *,
+    dedup: bool = True,
+    balance: str = "none",
+    max_per_task: int | None = None,
+    seed: int = 0,
+) -> list[Episode]:
+    """The verified successes, for behaviour cloning.
+
+    `dedup` keeps one episode per (task, seed, instruction, action-bin sequence): the scripted
+    expert replayed on one seed gives identical demos that would only reweight the set.
+    `balance` evens out tasks: "downsample" keeps as many per task as the rarest task has,
+    "upsample" repeats each task's episodes (seeded draw) up to the most common task's count.
+    `max_per_task` caps any task afterwards. Relabelled episodes are kept (they are successes).
+    """
+    if balance not in BALANCE_MODES:
+        raise ValueError(f"unknown balance mode {balance!r}; expected one of {BALANCE_MODES}")
+    if max_per_task is not None and max_per_task < 1:
+        raise ValueError(f"max_per_task must be >= 1 or None; got {max_per_task}")
+    selected = [
+        e for e, ok in zip(episodes, passed_episodes(episodes, verdicts), strict=True) if ok
+    ]
+    if dedup:
+        seen: set[tuple] = set()
+        unique = []
+        for episode in selected:
+            key = (*_key(episode), np.asarray(episode.action_bins).tobytes())
+            if key not in seen:
+                seen.add(key)
+                unique.append(episode)
+        selected = unique
+    by_task: dict[str, list[Episode]] = {}
+    for episode in selected:
+        by_task.setdefault(episode.task_id, []).append(episode)
+    if not by_task:
+        return []
+    rng = np.random.default_rng(seed)
+    counts = [len(v) for v in by_task.values()]
+    target = {"none": None, "downsample": min(counts), "upsample": max(counts)}[balance]
+    if max_per_task is not None:
+        target = min(target or max_per_task, max_per_task)
+    result = []
+    for task_episodes in by_task.values():
+        n = len(task_episodes)
+        if target is None or target == n:
+            chosen = list(range(n))
+        elif target < n:
+            chosen = sorted(rng.choice(n, size=target, replace=False).tolist())
+        else:
+            extra = rng.choice(n, size=target - n, replace=True).tolist()
+            chosen = list(range(n)) + sorted(extra)
+        result.extend(task_episodes[i] for i in chosen)
+    return result
+
+
+def _groups(episodes: Sequence[Episode], include_relabelled: bool) -> dict[tuple, list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for i, episode in enumerate(episodes):
+        if episode.relabelled_from is not None and not include_relabelled:
+            continue
+        groups.setdefault(_key(episode), []).append(i)
+    return groups
+
+
+def build_rl_groups(
+    episodes: Sequence[Episode],
+    verdicts: Sequence[Verdict] | None = None,
+    *,
+    group_size: int | None = None,
+    min_group_size: int = 2,
+    drop_uniform: bool = False,
+    include_relabelled: bool = False,
+) -> list[RLGroup]:
+    """Episodes grouped by (task, seed, instruction), each with its 0/1 verified outcome.
+
+    `group_size` K keeps the first K episodes of each group and drops groups with fewer;
+    otherwise groups smaller than `min_group_size` are dropped. `drop_uniform` drops groups whose
+    outcomes are all equal (their group-relative advantage is zero). Relabelled episodes are left
+    out by default: their log-probs were taken under a different instruction.
+    """
+    if group_size is not None and group_size < 1:
+        raise ValueError(f"group_size must be >= 1 or None; got {group_size}")
+    outcome = passed_episodes(episodes, verdicts)
+    result = []
+    for (task_id, env_seed, instruction), members in _groups(episodes, include_relabelled).items():
+        if group_size is not None:
+            if len(members) < group_size:
+                continue
+            members = members[:group_size]
+        elif len(members) < min_group_size:
+            continue
+        rewards = np.array([float(outcome[i]) for i in members], dtype=np.float32)
+        if drop_uniform and np.all(rewards == rewards[0]):
+            continue
+        group = [episodes[i] for i in members]
+        result.append(RLGroup(task_id, env_seed, instruction, group, rewards))
+    return result
+
+
+def build_dpo_pairs(
+    episodes: Sequence[Episode],
+    verdicts: Sequence[Verdict] | None = None,
+    *,
+    max_pairs_per_group: int | None = None,
+    include_relabelled: bool = False,
+    seed: int = 0,
+) -> list[DPOPair]:
+    """(success, failure) pairs from the same task, seed and instruction.
+
+    Every success is paired with every failure of its group; `max_pairs_per_group` keeps a seeded
+    random subset of them, preferring pairs that reuse no episode.
+    """
+    if max_pairs_per_group is not None and max_pairs_per_group < 1:
+        raise ValueError(f"max_pairs_per_group must be >= 1 or None; got {max_pairs_per_group}")
+    outcome = passed_episodes(episodes, verdicts)
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for members in _groups(episodes, include_relabelled).values():
+        wins = [i for i in members if outcome[i]]
+        losses = [i for i in members if not outcome[i]]
+        combos = [(w, lo) for w in wins for lo in losses]
+        if max_pairs_per_group is not None and len(combos) > max_pairs_per_group:
+            order = rng.permutation(len(combos))
+            shuffled_wins = [wins[k] for k in rng.permutation(len(wins))]
+            shuffled_losses = [losses[k] for k in rng.permutation(len(losses))]
+            disjoint = list(zip(shuffled_wins, shuffled_losses, strict=False))
+            rest = [combos[k] for k in order if combos[k] not in disjoint]
+            combos = (disjoint + rest)[:max_pairs_per_group]
+        pairs.extend(DPOPair(episodes[w], episodes[lo]) for w, lo in combos)
+    return pairs

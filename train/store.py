@@ -1,0 +1,351 @@
+"""The episode store: episodes as Parquet part files, appended atomically, frames loaded lazily.
+
+Layout of a store directory::
+
+    part-000000-1a2b3c4d.parquet   one file per appended batch (one row group per episode)
+    part-000001-5e6f7a8b.parquet
+    .tmp-...                       an append in progress (or one a crash interrupted); ignored
+
+Each append writes its whole batch to a temporary file in the same directory and then renames it
+to its final `part-*.parquet` name (`os.replace`, atomic on POSIX), so a reader sees either the
+whole batch or none of it. Frames are stored per episode as one lossless PNG strip (the T + 1
+frames stacked vertically) in a binary column that `load(with_frames=False)` never reads; each
+episode is its own row group, so `load_frames(episode)` decodes only that episode's frames.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from verifiers.episode import Episode
+
+SCHEMA_VERSION = "1"
+PART_PATTERN = re.compile(r"^part-(\d{6})-([0-9a-f]{8})\.parquet$")
+TMP_PREFIX = ".tmp-"
+
+SCHEMA = pa.schema(
+    [
+        ("episode_id", pa.string()),
+        ("task_id", pa.string()),
+        ("env_seed", pa.int64()),
+        ("instruction", pa.string()),
+        ("relabelled_from", pa.string()),
+        ("policy_id", pa.string()),
+        ("round", pa.int64()),
+        ("length", pa.int64()),
+        ("is_success", pa.bool_()),
+        ("truncated", pa.bool_()),
+        ("actions", pa.list_(pa.float32())),
+        ("action_bins", pa.list_(pa.int64())),
+        ("logprobs", pa.list_(pa.float32())),
+        ("action_dim", pa.int64()),
+        ("rewards", pa.list_(pa.float32())),
+        ("states", pa.list_(pa.float32())),
+        ("state_dim", pa.int64()),
+        ("step_info_names", pa.list_(pa.string())),
+        ("step_info_values", pa.list_(pa.float32())),
+        ("achieved", pa.list_(pa.string())),
+        ("frame_shape", pa.list_(pa.int64())),
+        ("frames_png", pa.binary()),
+    ],
+    metadata={"autodidact.store.version": SCHEMA_VERSION},
+)
+META_COLUMNS = [name for name in SCHEMA.names if name != "frames_png"]
+FILTER_COLUMNS = ("episode_id", "task_id", "env_seed", "instruction", "policy_id", "round")
+
+
+class StoreError(ValueError):
+    """A store file is unreadable or not an episode part file; the message names the file."""
+
+
+class EpisodeStore:
+    """A directory of episodes: `append` batches atomically, `load` them back, frames on demand."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self._index: dict[str, tuple[Path, int]] | None = None
+
+    def part_files(self) -> list[Path]:
+        """The completed part files, in append order; temporary files are never listed."""
+        if not self.directory.exists():
+            return []
+        parts = [p for p in self.directory.iterdir() if PART_PATTERN.match(p.name)]
+        return sorted(parts, key=lambda p: p.name)
+
+    def append(self, episodes: Sequence[Episode]) -> Path:
+        """Write one batch as a new part file, atomically; return its path."""
+        episodes = list(episodes)
+        if not episodes:
+            raise ValueError("append() needs at least one episode; got an empty batch")
+        index = self._episode_index()
+        seen: set[str] = set()
+        for episode in episodes:
+            _check_episode(episode)
+            if episode.episode_id in index or episode.episode_id in seen:
+                raise ValueError(
+                    f"episode_id {episode.episode_id!r} is already in the store at "
+                    f"{self.directory}; episode ids must be unique"
+                )
+            seen.add(episode.episode_id)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        parts = self.part_files()
+        number = int(PART_PATTERN.match(parts[-1].name).group(1)) + 1 if parts else 0
+        final = self.directory / f"part-{number:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.directory / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
+        table = pa.Table.from_pylist([_to_row(e) for e in episodes], schema=SCHEMA)
+        try:
+            with open(tmp, "wb") as handle:
+                pq.write_table(table, handle, row_group_size=1, compression="zstd")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        _fsync_directory(self.directory)
+        for row, episode in enumerate(episodes):
+            index[episode.episode_id] = (final, row)
+        return final
+
+    def load(
+        self,
+        with_frames: bool = False,
+        where: Mapping[str, object] | Callable[[Episode], bool] | None = None,
+    ) -> list[Episode]:
+        """All episodes in append order, optionally filtered.
+
+        `where` is either a mapping `column -> value` (or `-> list of values`) over the columns
+        task_id, env_seed, instruction, policy_id, round, episode_id — applied while reading — or a
+        predicate on the loaded Episode (without frames).
+        """
+        filters = _parquet_filters(where) if isinstance(where, Mapping) else None
+        columns = META_COLUMNS + (["frames_png"] if with_frames else [])
+        episodes: list[Episode] = []
+        index: dict[str, tuple[Path, int]] = {}
+        for path in self.part_files():
+            table = _read(path, META_COLUMNS)
+            for row, episode_id in enumerate(table.column("episode_id").to_pylist()):
+                index[episode_id] = (path, row)
+            if filters is not None or with_frames:
+                table = _read(path, columns, filters)
+            for record in table.to_pylist():
+                episode = _from_row(record, path)
+                if callable(where) and not where(episode):
+                    continue
+                episodes.append(episode)
+        self._index = index
+        return episodes
+
+    def load_frames(self, episode: Episode | str) -> np.ndarray:
+        """The uint8 [T + 1, H, W, 3] frames of one stored episode (by Episode or episode_id)."""
+        episode_id = episode if isinstance(episode, str) else episode.episode_id
+        location = self._episode_index().get(episode_id)
+        if location is None:
+            raise KeyError(f"episode_id {episode_id!r} is not in the store at {self.directory}")
+        path, row = location
+        try:
+            table = pq.ParquetFile(path).read_row_group(row, columns=["frame_shape", "frames_png"])
+        except (OSError, pa.ArrowException) as error:
+            raise StoreError(f"cannot read frames from store file {path}: {error}") from error
+        record = table.to_pylist()[0]
+        return _decode_frames(record["frames_png"], record["frame_shape"], path, episode_id)
+
+    def with_frames(self, episodes: Iterable[Episode]) -> list[Episode]:
+        """Copies of `episodes` with `frames` loaded (for training, which expects frames)."""
+        return [
+            e if e.frames is not None else replace(e, frames=self.load_frames(e)) for e in episodes
+        ]
+
+    def __len__(self) -> int:
+        return sum(_metadata(path).num_rows for path in self.part_files())
+
+    def _episode_index(self) -> dict[str, tuple[Path, int]]:
+        if self._index is None:
+            index = {}
+            for path in self.part_files():
+                ids = _read(path, ["episode_id"]).column("episode_id").to_pylist()
+                index.update({episode_id: (path, row) for row, episode_id in enumerate(ids)})
+            self._index = index
+        return self._index
+
+
+def _check_episode(episode: Episode) -> None:
+    if not episode.episode_id:
+        raise ValueError(
+            f"episode of task {episode.task_id!r} seed {episode.env_seed} has an empty "
+            "episode_id; the store needs a unique id per episode"
+        )
+    T = episode.length
+    expected = {
+        "actions": (T, None),
+        "action_bins": (T, None),
+        "logprobs": (T, None),
+        "rewards": (T,),
+        "states": (T + 1, None),
+    }
+    for name, shape in expected.items():
+        value = np.asarray(getattr(episode, name))
+        if value.ndim != len(shape) or value.shape[0] != shape[0]:
+            raise ValueError(
+                f"episode {episode.episode_id!r}: {name} has shape {value.shape}; "
+                f"expected {T if name != 'states' else T + 1} rows (length {T})"
+            )
+    for name, value in episode.step_info.items():
+        if np.asarray(value).shape != (T,):
+            raise ValueError(
+                f"episode {episode.episode_id!r}: step_info[{name!r}] has shape "
+                f"{np.asarray(value).shape}; expected ({T},)"
+            )
+    if episode.frames is not None:
+        frames = np.asarray(episode.frames)
+        if (
+            frames.dtype != np.uint8
+            or frames.ndim != 4
+            or frames.shape[0] != T + 1
+            or frames.shape[3] != 3
+        ):
+            raise ValueError(
+                f"episode {episode.episode_id!r}: frames have dtype {frames.dtype} shape "
+                f"{frames.shape}; expected uint8 [{T + 1}, H, W, 3]"
+            )
+
+
+def _to_row(episode: Episode) -> dict:
+    names = sorted(episode.step_info)
+    info = [np.asarray(episode.step_info[n], np.float32) for n in names]
+    actions = np.asarray(episode.actions, np.float32)
+    states = np.asarray(episode.states, np.float32)
+    frames = None if episode.frames is None else np.asarray(episode.frames)
+    return {
+        "episode_id": episode.episode_id,
+        "task_id": episode.task_id,
+        "env_seed": int(episode.env_seed),
+        "instruction": episode.instruction,
+        "relabelled_from": episode.relabelled_from,
+        "policy_id": episode.policy_id,
+        "round": int(episode.round),
+        "length": episode.length,
+        "is_success": bool(episode.is_success),
+        "truncated": bool(episode.truncated),
+        "actions": actions.ravel(),
+        "action_bins": np.asarray(episode.action_bins, np.int64).ravel(),
+        "logprobs": np.asarray(episode.logprobs, np.float32).ravel(),
+        "action_dim": int(actions.shape[1]) if actions.ndim == 2 else 0,
+        "rewards": np.asarray(episode.rewards, np.float32).ravel(),
+        "states": states.ravel(),
+        "state_dim": int(states.shape[1]),
+        "step_info_names": names,
+        "step_info_values": np.concatenate(info) if info else np.zeros(0, np.float32),
+        "achieved": list(episode.achieved),
+        "frame_shape": None if frames is None else list(frames.shape),
+        "frames_png": None if frames is None else _encode_frames(frames),
+    }
+
+
+def _from_row(record: dict, path: Path) -> Episode:
+    try:
+        T, d = record["length"], record["action_dim"]
+        names = record["step_info_names"]
+        values = np.asarray(record["step_info_values"], np.float32).reshape(len(names), T)
+        frames = None
+        if record.get("frames_png") is not None:
+            frames = _decode_frames(
+                record["frames_png"], record["frame_shape"], path, record["episode_id"]
+            )
+        return Episode(
+            task_id=record["task_id"],
+            env_seed=record["env_seed"],
+            instruction=record["instruction"],
+            actions=np.asarray(record["actions"], np.float32).reshape(T, d),
+            action_bins=np.asarray(record["action_bins"], np.int64).reshape(T, d),
+            logprobs=np.asarray(record["logprobs"], np.float32).reshape(T, d),
+            rewards=np.asarray(record["rewards"], np.float32).reshape(T),
+            is_success=record["is_success"],
+            truncated=record["truncated"],
+            states=np.asarray(record["states"], np.float32).reshape(T + 1, record["state_dim"]),
+            frames=frames,
+            step_info={name: values[i].copy() for i, name in enumerate(names)},
+            achieved=list(record["achieved"]),
+            policy_id=record["policy_id"],
+            round=record["round"],
+            episode_id=record["episode_id"],
+            relabelled_from=record["relabelled_from"],
+        )
+    except StoreError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise StoreError(
+            f"store file {path} holds a malformed episode {record.get('episode_id')!r}: {error}"
+        ) from error
+
+
+def _encode_frames(frames: np.ndarray) -> bytes:
+    count, height, width, channels = frames.shape
+    buffer = io.BytesIO()
+    Image.fromarray(frames.reshape(count * height, width, channels)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _decode_frames(data: bytes, shape: list[int], path: Path, episode_id: str) -> np.ndarray:
+    try:
+        strip = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)
+        return strip.reshape(shape)
+    except (OSError, ValueError) as error:
+        raise StoreError(
+            f"store file {path}: frames of episode {episode_id!r} cannot be decoded: {error}"
+        ) from error
+
+
+def _parquet_filters(where: Mapping[str, object]) -> list[tuple] | None:
+    filters = []
+    for column, value in where.items():
+        if column not in FILTER_COLUMNS:
+            raise ValueError(
+                f"cannot filter on {column!r}; filterable columns: {', '.join(FILTER_COLUMNS)}"
+            )
+        if isinstance(value, (list, tuple, set, frozenset)):
+            filters.append((column, "in", list(value)))
+        else:
+            filters.append((column, "==", value))
+    return filters or None
+
+
+def _read(path: Path, columns: list[str], filters: list[tuple] | None = None) -> pa.Table:
+    try:
+        schema = _metadata(path).schema.to_arrow_schema()
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise StoreError(
+                f"store file {path} is not an episode part file: missing columns {missing}"
+            )
+        return pq.read_table(path, columns=columns, filters=filters)
+    except (OSError, pa.ArrowException) as error:
+        raise StoreError(f"cannot read store file {path}: {error}") from error
+
+
+def _metadata(path: Path) -> pq.FileMetaData:
+    try:
+        return pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as error:
+        raise StoreError(
+            f"cannot read store file {path}: {error} (corrupt or not a Parquet file)"
+        ) from error
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

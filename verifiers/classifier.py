@@ -1,0 +1,197 @@
+"""A learned success classifier: final frame + instruction -> probability that the episode succeeded.
+
+A small CNN over the last frame, its feature maps modulated by the instruction (FiLM from a
+bag of hashed words), pooled to one logit. Trained with binary cross-entropy on episodes the
+environment labelled (`is_success`); used as a verifier where no environment check exists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from verifiers.base import require_frames
+from verifiers.episode import Episode, Verdict
+from verifiers.text import encode_instructions
+
+
+@dataclass
+class ClassifierConfig:
+    """Size and training budget of the success classifier."""
+
+    channels: int = 32
+    """Width of the convolutional trunk (doubles once)."""
+    text_buckets: int = 512
+    """Hash buckets for instruction words."""
+    text_dim: int = 32
+    """Instruction embedding width."""
+    epochs: int = 30
+    """Passes over the training episodes."""
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    threshold: float = 0.5
+    """Pass when the predicted success probability is at least this."""
+    seed: int = 0
+    """Seeds weight init and batch order."""
+
+
+class _Network(nn.Module):
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        c = config.channels
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, c, 5, stride=2, padding=2),
+            nn.GELU(),
+            nn.Conv2d(c, c, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+        )
+        self.text = nn.EmbeddingBag(config.text_buckets, config.text_dim, mode="mean")
+        self.film = nn.Linear(config.text_dim, 4 * c)
+        self.head = nn.Sequential(nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.GELU())
+        self.out = nn.Linear(2 * c, 1)
+
+    def forward(
+        self, images: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor
+    ) -> torch.Tensor:
+        x = self.trunk(images)
+        gamma, beta = self.film(self.text(ids, offsets)).chunk(2, dim=-1)
+        x = F.gelu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None])
+        x = self.head(x)
+        return self.out(x.amax(dim=(2, 3))).squeeze(-1)
+
+
+def _images(episodes: Sequence[Episode], name: str) -> torch.Tensor:
+    frames = [require_frames(e, name)[-1] for e in episodes]
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise ValueError(f"verifier {name!r}: episodes have frames of different sizes {shapes}")
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+
+class SuccessClassifier:
+    """Verifier: a CNN that predicts `is_success` from the final frame and the instruction."""
+
+    name = "success_classifier"
+
+    def __init__(self, config: ClassifierConfig | None = None) -> None:
+        self.config = config or ClassifierConfig()
+        torch.manual_seed(self.config.seed)
+        self.network = _Network(self.config)
+        self.fitted = False
+
+    def fit(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        """Train on environment-labelled episodes; returns the last epoch's mean loss and accuracy."""
+        config = self.config
+        labels = torch.tensor([float(e.is_success) for e in episodes])
+        if len(episodes) == 0 or labels.min() == labels.max():
+            raise ValueError(
+                f"SuccessClassifier.fit needs both successes and failures; got "
+                f"{int(labels.sum())} successes of {len(episodes)} episodes"
+            )
+        images = _images(episodes, self.name)
+        ids_offsets = [encode_instructions([e.instruction], config.text_buckets) for e in episodes]
+        positives = labels.sum()
+        pos_weight = (len(labels) - positives) / positives
+        generator = torch.Generator().manual_seed(config.seed)
+        optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.network.train()
+        stats = {}
+        for _ in range(config.epochs):
+            order = torch.randperm(len(episodes), generator=generator)
+            total, correct = 0.0, 0
+            for start in range(0, len(order), config.batch_size):
+                batch = order[start : start + config.batch_size].tolist()
+                ids, offsets = _batch_text([ids_offsets[i] for i in batch])
+                logits = self.network(_augment(images[batch], generator), ids, offsets)
+                loss = F.binary_cross_entropy_with_logits(
+                    logits, labels[batch], pos_weight=pos_weight
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss) * len(batch)
+                correct += int(((logits > 0).float() == labels[batch]).sum())
+            stats = {"loss": total / len(order), "train_accuracy": correct / len(order)}
+        self.network.eval()
+        self.fitted = True
+        return stats
+
+    @torch.no_grad()
+    def predict(self, episodes: Sequence[Episode]) -> np.ndarray:
+        """Success probability per episode, float32 [N]."""
+        if not episodes:
+            return np.zeros(0, dtype=np.float32)
+        self.network.eval()
+        probs = []
+        for start in range(0, len(episodes), 256):
+            chunk = episodes[start : start + 256]
+            ids, offsets = encode_instructions(
+                [e.instruction for e in chunk], self.config.text_buckets
+            )
+            logits = self.network(_images(chunk, self.name), ids, offsets)
+            probs.append(torch.sigmoid(logits))
+        return torch.cat(probs).numpy().astype(np.float32)
+
+    def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
+        probs = self.predict(list(episodes))
+        threshold = self.config.threshold
+        return [
+            Verdict(
+                e.episode_id,
+                self.name,
+                bool(p >= threshold),
+                float(p),
+                f"predicted success probability {p:.3f} ({'>=' if p >= threshold else '<'} "
+                f"{threshold:g}) from the final frame"
+                + ("" if self.fitted else " (untrained classifier)"),
+            )
+            for e, p in zip(episodes, probs, strict=True)
+        ]
+
+    def save(self, directory: str | Path) -> None:
+        """Write `config.json` and `model.safetensors` into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+        save_file(self.network.state_dict(), str(directory / "model.safetensors"))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SuccessClassifier:
+        directory = Path(directory)
+        for name in ("config.json", "model.safetensors"):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(
+                    f"no {name} in {directory}; expected a saved SuccessClassifier"
+                )
+        classifier = cls(ClassifierConfig(**json.loads((directory / "config.json").read_text())))
+        classifier.network.load_state_dict(load_file(str(directory / "model.safetensors")))
+        classifier.network.eval()
+        classifier.fitted = True
+        return classifier
+
+
+def _batch_text(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.cat([p[0] for p in pairs])
+    lengths = torch.tensor([len(p[0]) for p in pairs])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])
+    return ids, offsets
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Small random brightness changes, so the classifier keys on geometry rather than exact pixels."""
+    scale = 1 + 0.1 * (torch.rand(images.shape[0], 1, 1, 1, generator=generator) - 0.5)
+    return (images * scale).clamp(0, 1)
