@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -22,16 +23,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--video", default=None, help="write an MP4 of the first episode here")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("run", help="run (or resume) a self-improvement campaign")
+    p.add_argument(
+        "config", nargs="?", default=None, help="a campaign TOML file (over the preset, if both)"
+    )
+    p.add_argument("--preset", default=None, help="a shipped preset: tiny, default, full")
+    p.add_argument(
+        "--out", default=None, help="campaign directory (default: runs/<preset or config name>)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the campaign in --out from its last completed step",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. rounds=2 collect.num_envs=8",
+    )
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on the held-out seeds")
+    p.add_argument("checkpoint", help="a policy directory (e.g. RUN/checkpoints/round_3)")
+    p.add_argument("--tasks", nargs="+", default=None, help="task names or ids (default: all)")
+    p.add_argument("--episodes", type=int, default=30, help="held-out episodes per task")
+    p.add_argument("--num-envs", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--video-dir", default=None, help="write one MP4 per task here")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("plot", help="plot the success curves of one or more campaigns")
+    p.add_argument("run_dirs", nargs="+", help="campaign directories")
+    p.add_argument("-o", "--output", required=True, help="PNG file to write")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("envs", "expert"):
-        from train import expert
+    try:
+        if args.command in ("envs", "expert"):
+            from train import expert
 
-        return expert.main(args)
-    raise AssertionError(f"unhandled command {args.command!r}")
+            return expert.main(args)
+        from train import commands
+
+        return getattr(commands, args.command)(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        # Bad input (a config key, a task name, a path): say what is wrong, without a traceback.
+        if os.environ.get("AUTODIDACT_DEBUG"):
+            raise
+        print(f"autodidact {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item_tp, *_) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -79,15 +80,18 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        prefix = f"{where}." if where else ""
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!r} in [{where or 'top level'}]; valid keys: {', '.join(names)}"
+            f"unknown key {key!r} in [{where or 'top level'}]; valid keys: {', '.join(names)}"
         )
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
         kwargs[name] = _coerce(value, hints[name], key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"[{where or 'top level'}]: {err}") from err
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -1,0 +1,150 @@
+"""The campaign's typed configuration: sections as dataclasses, presets as TOML files, overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from train.config import ConfigError, apply_overrides, from_dict, load_toml
+from train.optim import DPOConfig, RLConfig, SFTConfig
+
+PRESET_DIR = Path(__file__).parent / "presets"
+OPTIMIZERS = ("sft", "rl", "dpo")
+
+
+@dataclass
+class PolicySection:
+    preset: str = "small"
+    """A built-in policy preset (`tiny`, `small`) or a local path to a pretrained VLM."""
+    device: str = "cpu"
+    """Torch device for the policy: `cpu`, `cuda`, or `auto` (cuda when available)."""
+
+
+@dataclass
+class DemoSection:
+    episodes_per_task: int = 8
+    """Scripted-expert demonstrations per task that seed the round-0 policy (keep it small: the
+    seed policy must be weak so that the rounds have something to improve)."""
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(epochs=20, lr=1e-3))
+    """How the fresh policy is fitted to the demonstrations."""
+
+
+@dataclass
+class CollectSection:
+    episodes_per_task: int = 32
+    """Rollouts per task per round (= seeds per task x group_size)."""
+    group_size: int = 1
+    """Episodes sampled from each (seed, instruction); > 1 forms the groups RL and DPO learn from."""
+    num_envs: int = 16
+    """Parallel environment slots (a gymnasium vector env); the policy acts on them as one batch."""
+    vectorization: str = "sync"
+    """`sync` (one process) or `async` (one worker process per slot)."""
+    temperature: float = 1.0
+    """Sampling temperature of the policy's action tokens during collection."""
+    top_k: int = 0
+    """Sample among the k most likely action tokens; 0 disables the cut."""
+    chunk_episodes: int = 64
+    """Episodes per stored chunk: the unit a killed campaign resumes from."""
+
+
+@dataclass
+class VerifySection:
+    verifiers: list[str] = field(default_factory=lambda: ["environment", "rules"])
+    """Verifiers whose verdicts must all pass for an episode to count as verified: `environment`
+    (the episode's own success), `rules` (every rule of `verifiers.rules.default_rules`)."""
+
+
+@dataclass
+class OrganizeSection:
+    relabel: bool = True
+    """Turn failed episodes whose final state achieves another instruction into successes for it."""
+    dedup: bool = True
+    """Drop SFT episodes that repeat another's task, seed, instruction and actions."""
+    balance: bool = False
+    """Subsample the SFT set so that every task contributes equally."""
+    replay_rounds: int = -1
+    """Verified successes of how many past rounds (plus the demonstrations) form the SFT set; -1: all."""
+
+
+@dataclass
+class OptimizeSection:
+    sequence: list[str] = field(default_factory=lambda: ["sft"])
+    """The updates applied each round, in order: any of `sft`, `rl`, `dpo`."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+
+
+@dataclass
+class EvalSection:
+    episodes_per_task: int = 30
+    """Held-out seeds per task, the same every round (greedy decoding)."""
+    videos_per_task: int = 1
+    """MP4s of evaluation episodes written per task per round."""
+
+
+@dataclass
+class CampaignConfig:
+    """A whole self-improvement campaign: round 0 seeds the policy, rounds 1..`rounds` improve it."""
+
+    tasks: list[str] = field(default_factory=lambda: ["reach", "press_button"])
+    """Task short names or ids."""
+    rounds: int = 3
+    """Improvement rounds after the seed round."""
+    seed: int = 0
+    """Seeds the policy's initial weights, sampling and every update."""
+    image_size: int = 64
+    """Camera image side in pixels."""
+    policy: PolicySection = field(default_factory=PolicySection)
+    demos: DemoSection = field(default_factory=DemoSection)
+    collect: CollectSection = field(default_factory=CollectSection)
+    verify: VerifySection = field(default_factory=VerifySection)
+    organize: OrganizeSection = field(default_factory=OrganizeSection)
+    optimize: OptimizeSection = field(default_factory=OptimizeSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("tasks is empty; name at least one task")
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        unknown = [name for name in self.optimize.sequence if name not in OPTIMIZERS]
+        if unknown:
+            raise ValueError(
+                f"unknown optimizer {unknown[0]!r} in optimize.sequence; expected any of {OPTIMIZERS}"
+            )
+        if self.collect.episodes_per_task % self.collect.group_size:
+            raise ValueError(
+                f"collect.episodes_per_task={self.collect.episodes_per_task} is not a multiple of "
+                f"collect.group_size={self.collect.group_size}"
+            )
+        for name in self.verify.verifiers:
+            if name not in ("environment", "rules"):
+                raise ValueError(f"unknown verifier {name!r}; expected 'environment' or 'rules'")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_campaign_config(
+    path: str | Path | None = None, preset: str | None = None, overrides: list[str] | None = None
+) -> CampaignConfig:
+    """A preset's TOML (or a user's file, or both: the file over the preset), then `key=value` overrides."""
+    data: dict = {}
+    if preset is not None:
+        if preset not in preset_names():
+            raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(preset_names())}")
+        data = load_toml(PRESET_DIR / f"{preset}.toml")
+    if path is not None:
+        _merge(data, load_toml(path))
+    apply_overrides(data, list(overrides or []))
+    return from_dict(CampaignConfig, data)
+
+
+def _merge(base: dict, top: dict) -> None:
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

@@ -1,0 +1,105 @@
+"""A campaign's records on disk: per-round metrics (JSONL + TensorBoard), verdicts, the summary table.
+
+Every write goes to a temporary file that is then renamed over the target, so a campaign killed at
+any instant leaves each file either as it was or as it should be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from train.evaluate import task_name
+from verifiers.episode import Verdict
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunLog:
+    """The records of one campaign directory."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.metrics_path = self.out / "metrics.jsonl"
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        return [
+            json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()
+        ]
+
+    def has_round(self, k: int) -> bool:
+        return any(row["round"] == k for row in self.rows())
+
+    def append(self, k: int, record: dict[str, Any]) -> None:
+        """Add round k's record (rewriting the file atomically) and mirror it to TensorBoard."""
+        rows = [row for row in self.rows() if row["round"] != k]
+        rows.append({"round": k, **record})
+        rows.sort(key=lambda row: row["round"])
+        atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in rows))
+        atomic_write_text(self.out / "state.json", json.dumps({"completed_round": k}) + "\n")
+        self._tensorboard(k, record)
+
+    def _tensorboard(self, k: int, record: dict[str, Any]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(self.out / "tb"))
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(key, value, global_step=k)
+        writer.close()
+
+    def save_partial(self, k: int, record: dict[str, Any]) -> None:
+        """Round k's record before evaluation, so a resume after its checkpoint keeps it."""
+        atomic_write_text(self.out / "partial" / f"round_{k}.json", json.dumps(record) + "\n")
+
+    def partial(self, k: int) -> dict[str, Any]:
+        path = self.out / "partial" / f"round_{k}.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def write_verdicts(self, k: int, verdicts: list[Verdict]) -> None:
+        lines = "".join(json.dumps(dataclasses.asdict(v)) + "\n" for v in verdicts)
+        atomic_write_text(self.out / "verdicts" / f"round_{k}.jsonl", lines)
+
+    def read_verdicts(self, k: int) -> list[Verdict]:
+        path = self.out / "verdicts" / f"round_{k}.jsonl"
+        if not path.is_file():
+            return []
+        return [
+            Verdict(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()
+        ]
+
+    def summary_table(self, task_ids: list[str]) -> str:
+        """Markdown: per task (and pooled), seed-policy success -> final success with 95% intervals."""
+        rows = [row for row in self.rows() if "eval/success_rate" in row]
+        first, last = rows[0], rows[-1]
+        lines = [
+            f"| task | seed policy (round {first['round']}) | final (round {last['round']}) | change |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name in [task_name(t) for t in task_ids] + [None]:
+            suffix = f"/{name}" if name else ""
+            a, b = first[f"eval/success_rate{suffix}"], last[f"eval/success_rate{suffix}"]
+            lines.append(
+                f"| {name or '**mean**'} | {_cell(first, suffix)} | {_cell(last, suffix)} | {100 * (b - a):+.0f} pts |"
+            )
+        return "\n".join(lines)
+
+
+def _cell(row: dict[str, Any], suffix: str) -> str:
+    rate = row[f"eval/success_rate{suffix}"]
+    return f"{100 * rate:.0f}% [{100 * row[f'eval/ci_low{suffix}']:.0f}, {100 * row[f'eval/ci_high{suffix}']:.0f}]"
