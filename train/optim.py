@@ -7,10 +7,13 @@ calls `step()` after accumulating `grad_accum_steps` micro-batches of gradients.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from peft import PeftModel
 
 
 @dataclass
@@ -141,6 +144,7 @@ class Optimization:
             params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
         )
         self.steps_taken = 0
+        self.micro_batches = 0
         self.grad_norms: list[float] = []
         self._set_lr()
 
@@ -167,6 +171,23 @@ class Optimization:
         self.steps_taken += 1
         self._set_lr()
 
+    def accumulated(self) -> None:
+        """Call after each micro-batch's backward (loss scaled by `loss_scale`); steps every
+        `grad_accum_steps` micro-batches."""
+        self.micro_batches += 1
+        if self.micro_batches % self.config.grad_accum_steps == 0:
+            self.step()
+
+    def flush(self) -> None:
+        """Step on gradients left from an unfinished accumulation (end of the data)."""
+        if self.micro_batches % self.config.grad_accum_steps and not self.done:
+            self.step()
+
+    @property
+    def loss_scale(self) -> float:
+        """Factor on each micro-batch's loss so that accumulated gradients average micro-batches."""
+        return 1.0 / self.config.grad_accum_steps
+
     def metrics(self) -> dict[str, float]:
         """`grad_norm` (mean pre-clip norm over steps), `lr` (after the last step), `optimizer_steps`."""
         mean_norm = sum(self.grad_norms) / len(self.grad_norms) if self.grad_norms else 0.0
@@ -175,3 +196,36 @@ class Optimization:
             "train/lr": self.lr,
             "train/optimizer_steps": float(self.steps_taken),
         }
+
+
+def has_lora(policy) -> bool:
+    """Whether the policy's model carries a peft (LoRA) adapter."""
+    return isinstance(policy.model, PeftModel)
+
+
+def trainable_parameters(policy, config: OptimConfig) -> list[torch.nn.Parameter]:
+    """The parameters the update trains; adds a LoRA adapter first when `config.lora` asks for one.
+
+    With `lora=False` on a policy that already has an adapter, the adapter is what is trained
+    (merge it with `policy.merge_lora()` first to train all weights).
+    """
+    if config.lora and not has_lora(policy):
+        policy.add_lora(r=config.lora_rank, alpha=config.lora_alpha)
+    params = [p for p in policy.trainable_parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the policy has no trainable parameters; expected some with requires_grad")
+    return params
+
+
+@contextlib.contextmanager
+def training_mode(policy, seed: int) -> Iterator[None]:
+    """Train mode and a seeded torch RNG (dropout) for the update; both restored afterwards."""
+    was_training = policy.model.training
+    devices = [policy.device] if torch.device(policy.device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        policy.model.train()
+        try:
+            yield
+        finally:
+            policy.model.train(was_training)

@@ -1,0 +1,155 @@
+"""DPO on trajectory pairs: prefer the verified success over the failure, against a frozen reference.
+
+A trajectory's log-prob is the sum of its action-token log-probs over all its steps. Reference
+log-probs are computed once, before training (with LoRA: the policy with its adapter disabled).
+A batch of pairs whose steps do not fit one forward pass (`config.forward_chunk`) is trained in
+two passes with bounded memory: score every trajectory without gradients, take the DPO loss's
+gradient with respect to each trajectory's log-prob, then back-propagate it chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from train.batching import (
+    StepSet,
+    chunks,
+    episode_steps,
+    forward_logprobs,
+    minibatches,
+    step_logprobs,
+)
+from train.losses import dpo_loss
+from train.optim import (
+    DPOConfig,
+    Optimization,
+    num_optimizer_steps,
+    trainable_parameters,
+    training_mode,
+)
+from train.rl import reference_logprobs
+
+
+def pair_steps(pairs: Sequence) -> StepSet:
+    """Steps of the chosen trajectories (pairs 0..P-1) then the rejected ones (P..2P-1)."""
+    if not pairs:
+        raise ValueError("no DPO pairs; expected at least one")
+    return episode_steps([p.chosen for p in pairs] + [p.rejected for p in pairs])
+
+
+def trajectory_sums(step_values: torch.Tensor, trajectory: torch.Tensor, n: int) -> torch.Tensor:
+    """Sum per-step values [N, d] into per-trajectory totals [n] (`trajectory` [N] in 0..n-1)."""
+    totals = torch.zeros(n, dtype=step_values.dtype, device=step_values.device)
+    return totals.index_add(0, trajectory.to(step_values.device), step_values.sum(-1))
+
+
+def _batch_loss(policy, steps: StepSet, ref: torch.Tensor, config: DPOConfig, scale: float):
+    """Back-propagate `scale` x the DPO loss of one batch; `steps` hold its chosen then rejected
+    trajectories, numbered 0..2b-1 in `steps.episode_index`; `ref` [2b] their reference sums."""
+    b = len(ref) // 2
+    trajectory = torch.from_numpy(steps.episode_index)
+    if len(steps) <= config.forward_chunk:
+        logps = trajectory_sums(
+            forward_logprobs(policy, steps, config.temperature), trajectory, 2 * b
+        )
+        ref = ref.to(logps.device)
+        loss, metrics = dpo_loss(logps[:b], logps[b:], ref[:b], ref[b:], config.beta)
+        (loss * scale).backward()
+        return loss.detach(), metrics
+    scores = step_logprobs(policy, steps, config.temperature, config.forward_chunk)
+    logps = trajectory_sums(scores, trajectory, 2 * b).requires_grad_()
+    loss, metrics = dpo_loss(logps[:b], logps[b:], ref[:b], ref[b:], config.beta)
+    (loss * scale).backward()
+    weight = logps.grad
+    for rows in chunks(len(steps), config.forward_chunk):
+        part = forward_logprobs(policy, steps.select(rows), config.temperature).sum(-1)
+        (part * weight[trajectory[rows]].to(part.device)).sum().backward()
+    return loss.detach(), metrics
+
+
+def dpo_update(
+    policy, pairs: Sequence, config: DPOConfig | None = None, reference=None
+) -> dict[str, float]:
+    """Train `policy` in place by DPO on `pairs` (DPOPairs of episodes with frames loaded).
+
+    `reference` (an agent.Policy) overrides the default reference (the adapter-disabled model
+    with LoRA, else the policy as it is before this update). Returns `train/dpo_loss`,
+    `train/dpo_accuracy`, `train/dpo_margin`, `train/dpo_chosen_reward`,
+    `train/dpo_rejected_reward` (means over the last epoch), the optimizer's metrics,
+    `train/samples` (trajectory steps trained on), `train/samples_per_s`, `train/pairs_per_s`.
+    """
+    config = config or DPOConfig()
+    start = time.perf_counter()
+    steps = pair_steps(pairs)
+    num_pairs = len(pairs)
+    ref_steps = reference_logprobs(
+        policy, steps, config.temperature, config.forward_chunk, reference
+    )
+    ref = trajectory_sums(ref_steps, torch.from_numpy(steps.episode_index), 2 * num_pairs)
+    rows_of = np.split(np.arange(len(steps)), np.cumsum(np.bincount(steps.episode_index))[:-1])
+    params = trainable_parameters(policy, config)
+    opt = Optimization(params, config, num_optimizer_steps(num_pairs, config))
+    generator = torch.Generator().manual_seed(config.seed)
+    keys = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward")
+    samples, pairs_seen = 0, 0
+    with training_mode(policy, config.seed):
+        for _ in range(config.epochs):
+            if opt.done:
+                break
+            sums, count = dict.fromkeys(keys, 0.0), 0
+            for index in minibatches(num_pairs, config.batch_size, generator):
+                if opt.done:
+                    break
+                trajectories = np.concatenate([index, index + num_pairs])
+                batch = steps.select(np.concatenate([rows_of[t] for t in trajectories]))
+                batch.episode_index = np.repeat(
+                    np.arange(len(trajectories)), [len(rows_of[t]) for t in trajectories]
+                )
+                loss, m = _batch_loss(
+                    policy, batch, ref[torch.from_numpy(trajectories)], config, opt.loss_scale
+                )
+                for key, value in {"loss": loss, **m}.items():
+                    sums[key] += float(value) * len(index)
+                count += len(index)
+                samples += len(batch)
+                opt.accumulated()
+            pairs_seen += count
+        opt.flush()
+    elapsed = time.perf_counter() - start
+    mean = {key: value / max(count, 1) for key, value in sums.items()}
+    return {
+        "train/dpo_loss": mean["loss"],
+        "train/dpo_accuracy": mean["accuracy"],
+        "train/dpo_margin": mean["margin"],
+        "train/dpo_chosen_reward": mean["chosen_reward"],
+        "train/dpo_rejected_reward": mean["rejected_reward"],
+        **opt.metrics(),
+        "train/samples": float(samples),
+        "train/samples_per_s": samples / elapsed,
+        "train/pairs_per_s": pairs_seen / elapsed,
+    }
+
+
+@torch.no_grad()
+def dpo_objective(
+    policy, pairs: Sequence, config: DPOConfig | None = None, reference=None
+) -> dict[str, float]:
+    """DPO loss and accuracy of `policy` on all `pairs` against the reference (see `dpo_update`)."""
+    config = config or DPOConfig()
+    steps = pair_steps(pairs)
+    trajectory = torch.from_numpy(steps.episode_index)
+    n = 2 * len(pairs)
+    ref = trajectory_sums(
+        reference_logprobs(policy, steps, config.temperature, config.forward_chunk, reference),
+        trajectory,
+        n,
+    )
+    logps = trajectory_sums(
+        step_logprobs(policy, steps, config.temperature, config.forward_chunk), trajectory, n
+    )
+    loss, m = dpo_loss(logps[: n // 2], logps[n // 2 :], ref[: n // 2], ref[n // 2 :], config.beta)
+    return {"dpo_loss": float(loss), "dpo_accuracy": float(m["accuracy"])}

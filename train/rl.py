@@ -1,0 +1,166 @@
+"""RL on verified outcomes: a group-relative policy gradient (RLOO advantages, PPO-clip, optional KL).
+
+Each `RLGroup` holds K episodes of one task, seed and instruction with their outcomes. An
+episode's advantage is its outcome minus the mean of the group's other outcomes; every step of
+the episode shares it. The importance ratio is taken per action token against the log-probs
+recorded at rollout (`episode.logprobs`, at `config.temperature`) and clipped PPO-style.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from train.batching import (
+    StepSet,
+    chunks,
+    episode_steps,
+    forward_logprobs,
+    minibatches,
+    step_logprobs,
+)
+from train.losses import group_advantages, grpo_loss
+from train.optim import (
+    Optimization,
+    RLConfig,
+    has_lora,
+    num_optimizer_steps,
+    trainable_parameters,
+    training_mode,
+)
+
+
+def group_steps(groups: Sequence) -> tuple[StepSet | None, torch.Tensor, int]:
+    """Steps of the groups whose outcomes vary, their advantages [N], and how many groups were skipped.
+
+    A group whose rewards are all equal carries no learning signal (every advantage is 0) and
+    is skipped. Raises when an episode has no recorded log-probs (it was not the MLLM's rollout).
+    """
+    episodes, rewards, group_ids, skipped = [], [], [], 0
+    for g, group in enumerate(groups):
+        group_rewards = np.asarray(group.rewards, dtype=np.float32)
+        if group_rewards.shape != (len(group.episodes),):
+            raise ValueError(
+                f"group {g} ({group.task_id} seed {group.env_seed}): expected rewards "
+                f"[{len(group.episodes)}], got shape {group_rewards.shape}"
+            )
+        if len(group_rewards) < 2 or np.all(group_rewards == group_rewards[0]):
+            skipped += 1
+            continue
+        for episode in group.episodes:
+            if not np.isfinite(episode.logprobs).all():
+                raise ValueError(
+                    f"episode {episode.episode_id!r} (policy {episode.policy_id!r}) has non-finite "
+                    "rollout log-probs; RL expects episodes sampled by the MLLM policy"
+                )
+        episodes.extend(group.episodes)
+        rewards.append(group_rewards)
+        group_ids.extend([g] * len(group.episodes))
+    if not episodes:
+        return None, torch.zeros(0), skipped
+    advantages = group_advantages(
+        torch.from_numpy(np.concatenate(rewards)), torch.tensor(group_ids)
+    )
+    steps = episode_steps(episodes)
+    return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
+
+
+def reference_logprobs(policy, steps: StepSet, temperature: float, chunk: int, reference=None):
+    """Log-probs [N, d] of the steps under the reference policy, computed once before training.
+
+    The reference is `reference` if given; else, with LoRA, the policy with its adapter
+    disabled; else the policy as it is now (before the update), which then needs no copy.
+    """
+    if reference is not None:
+        return step_logprobs(reference, steps, temperature, chunk)
+    if has_lora(policy):
+        with policy.adapter_disabled():
+            return step_logprobs(policy, steps, temperature, chunk)
+    return step_logprobs(policy, steps, temperature, chunk)
+
+
+def rl_update(
+    policy, groups: Sequence, config: RLConfig | None = None, reference=None
+) -> dict[str, float]:
+    """One group-relative policy-gradient update of `policy` in place on `groups` (RLGroups).
+
+    Returns `train/rl_loss`, `train/rl_pg_loss`, `train/rl_clip_frac`, `train/rl_ratio`, `train/kl`
+    (means over the last epoch), `train/rl_groups_used`, `train/rl_groups_skipped`,
+    `train/advantage_abs`, the optimizer's metrics, `train/samples` and `train/samples_per_s`.
+    With every group skipped nothing is trained and only the counts are returned.
+    """
+    config = config or RLConfig()
+    steps, advantages, skipped = group_steps(groups)
+    counts = {
+        "train/rl_groups_used": float(len(groups) - skipped),
+        "train/rl_groups_skipped": float(skipped),
+    }
+    if steps is None:
+        return counts
+    start = time.perf_counter()
+    ref = None
+    if config.kl_coef > 0:
+        ref = reference_logprobs(policy, steps, config.temperature, config.forward_chunk, reference)
+    params = trainable_parameters(policy, config)
+    opt = Optimization(params, config, num_optimizer_steps(len(steps), config))
+    generator = torch.Generator().manual_seed(config.seed)
+    old = torch.from_numpy(steps.old_logprobs)
+    keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl")
+    samples = 0
+    with training_mode(policy, config.seed):
+        for _ in range(config.epochs):
+            if opt.done:
+                break
+            sums, count = dict.fromkeys(keys, 0.0), 0
+            for index in minibatches(len(steps), config.batch_size, generator):
+                if opt.done:
+                    break
+                for rows in (index[part] for part in chunks(len(index), config.forward_chunk)):
+                    new = forward_logprobs(policy, steps.select(rows), config.temperature)
+                    loss, m = grpo_loss(
+                        new,
+                        old[rows].to(new.device),
+                        advantages[rows].to(new.device),
+                        clip_eps=config.clip_eps,
+                        ref_logprobs=None if ref is None else ref[rows].to(new.device),
+                        kl_coef=config.kl_coef,
+                    )
+                    (loss * (len(rows) / len(index)) * opt.loss_scale).backward()
+                    for key, value in {"loss": loss.detach(), **m}.items():
+                        sums[key] += float(value) * len(rows)
+                count += len(index)
+                opt.accumulated()
+            samples += count
+        opt.flush()
+    elapsed = time.perf_counter() - start
+    mean = {key: value / max(count, 1) for key, value in sums.items()}
+    return {
+        "train/rl_loss": mean["loss"],
+        "train/rl_pg_loss": mean["pg_loss"],
+        "train/rl_clip_frac": mean["clip_frac"],
+        "train/rl_ratio": mean["ratio_mean"],
+        "train/kl": mean["kl"],
+        **counts,
+        "train/advantage_abs": float(advantages.abs().mean()),
+        **opt.metrics(),
+        "train/samples": float(samples),
+        "train/samples_per_s": samples / elapsed,
+    }
+
+
+@torch.no_grad()
+def rl_objective(policy, groups: Sequence, config: RLConfig | None = None) -> float:
+    """The clipped surrogate loss (no KL) of `policy` on the groups' steps against their rollout
+    log-probs; lower is better. NaN when every group is skipped."""
+    config = config or RLConfig()
+    steps, advantages, _ = group_steps(groups)
+    if steps is None:
+        return float("nan")
+    new = step_logprobs(policy, steps, config.temperature, config.forward_chunk)
+    loss, _ = grpo_loss(
+        new, torch.from_numpy(steps.old_logprobs), advantages, clip_eps=config.clip_eps
+    )
+    return float(loss)
