@@ -1,0 +1,68 @@
+"""Build an Idefics3 model, its tokenizer and processor from a preset, with fresh weights."""
+
+from __future__ import annotations
+
+import torch
+from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+from agent.presets import PolicyPreset
+from agent.tokenizer import IMAGE_TOKEN, PAD_TOKEN, train_tokenizer
+
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+
+
+def build_processor(preset: PolicyPreset, tokenizer) -> Idefics3Processor:
+    """The processor for the preset's image format: one unsplit image, no resizing needed."""
+    image_processor = Idefics3ImageProcessorPil(
+        do_resize=True,
+        size={"longest_edge": preset.image_size},
+        max_image_size={"longest_edge": preset.image_size},
+        do_image_splitting=False,
+        image_mean=list(IMAGE_MEAN),
+        image_std=list(IMAGE_STD),
+    )
+    return Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=preset.image_seq_len
+    )
+
+
+def build_model(preset: PolicyPreset, seed: int = 0):
+    """Return (model, tokenizer, processor) for `preset`, weights drawn from `seed`."""
+    if preset.image_size % (preset.patch_size * preset.scale_factor):
+        raise ValueError(
+            f"image_size {preset.image_size} must be a multiple of patch_size * scale_factor "
+            f"= {preset.patch_size * preset.scale_factor}"
+        )
+    tokenizer = train_tokenizer(preset.tokenizer_vocab)
+    config = Idefics3Config(
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        scale_factor=preset.scale_factor,
+        vision_config=dict(
+            hidden_size=preset.vision_hidden,
+            intermediate_size=preset.vision_intermediate,
+            num_hidden_layers=preset.vision_layers,
+            num_attention_heads=preset.vision_heads,
+            image_size=preset.image_size,
+            patch_size=preset.patch_size,
+        ),
+        text_config=dict(
+            model_type="llama",
+            vocab_size=len(tokenizer),
+            hidden_size=preset.text_hidden,
+            intermediate_size=preset.text_intermediate,
+            num_hidden_layers=preset.text_layers,
+            num_attention_heads=preset.text_heads,
+            num_key_value_heads=preset.text_kv_heads,
+            max_position_embeddings=preset.max_positions,
+            pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+            rms_norm_eps=1e-5,
+        ),
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+    )
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config)
+    model.eval()
+    processor = build_processor(preset, tokenizer)
+    return model, tokenizer, processor

@@ -1,0 +1,278 @@
+"""The policy: a transformers VLM that reads an image, an instruction and the state, and emits
+one action token per action dimension, decoded under the constraint that only action tokens
+can be produced."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agent import checkpoint, lora
+from agent.action_tokens import N_BINS, bins_to_actions
+from agent.build import IMAGE_MEAN, IMAGE_STD, build_model
+from agent.checks import check_bins, check_images, check_instructions, check_states
+from agent.decoding import choose_tokens
+from agent.families import (
+    FAMILIES,
+    Family,
+    add_position_ids,
+    extend_positions,
+    processor_inputs,
+    text_positions,
+)
+from agent.presets import get_preset
+from agent.prompt import PromptPieces, judge_prompt_text, prompt_text
+from agent.tokenizer import action_token
+
+ACTION_DIM = 4
+
+
+@dataclass
+class ActOutput:
+    """What `Policy.act` returns for a batch of B observations."""
+
+    actions: np.ndarray
+    """float32 [B, 4]: bin centres, ready for `env.step`."""
+    bins: np.ndarray
+    """int64 [B, 4]: the chosen action-token bins."""
+    logprobs: np.ndarray
+    """float32 [B, 4]: log-prob of each chosen token under softmax(restricted logits / T)."""
+
+
+@dataclass
+class PolicySettings:
+    """How the policy uses its backbone; saved beside the weights as `autodidact_policy.json`."""
+
+    family: str
+    use_state: bool = True
+    """Write the proprioceptive state into the prompt."""
+    image_size: int | None = 64
+    """Required square image side, or None when the processor accepts any size."""
+    fast_path: bool = False
+    """Build inputs directly with torch (built-in Idefics3 format) instead of the processor."""
+    image_seq_len: int = 16
+    policy_id: str = "policy"
+
+
+class Policy:
+    """Image + instruction (+ state) in, action tokens out. See `agent/__init__.py` for the API."""
+
+    action_dim = ACTION_DIM
+
+    def __init__(
+        self, model, processor, settings: PolicySettings, device: str | torch.device = "cpu"
+    ):
+        self.model = model.to(device)
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.settings = settings
+        self.family: Family = FAMILIES[settings.family]
+        ids = self.tokenizer.convert_tokens_to_ids([action_token(k) for k in range(N_BINS)])
+        self.action_token_ids = torch.tensor(ids, device=device)
+        self.pad_id = self.tokenizer.pad_token_id
+        self._pieces = (
+            PromptPieces(self.tokenizer, settings.image_seq_len) if settings.fast_path else None
+        )
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_preset(cls, name: str, seed: int = 0, device: str | torch.device = "cpu") -> Policy:
+        """A fresh policy of a built-in preset (`tiny`, `small`), weights drawn from `seed`."""
+        preset = get_preset(name)
+        model, tokenizer, processor = build_model(preset, seed)
+        settings = PolicySettings(
+            family="idefics3",
+            use_state=preset.use_state,
+            image_size=preset.image_size,
+            fast_path=True,
+            image_seq_len=preset.image_seq_len,
+            policy_id=f"{name}-seed{seed}",
+        )
+        return cls(model, processor, settings, device)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Policy:
+        """Load a saved policy, or any local Idefics3/SmolVLM/Qwen2-VL/Qwen2.5-VL checkpoint."""
+        model, processor, settings = checkpoint.load(path)
+        return cls(model, processor, PolicySettings(**settings), device)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write weights (safetensors), tokenizer, processor, settings and any LoRA adapter."""
+        checkpoint.save(path, self.model, self.processor, vars(self.settings))
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return self.action_token_ids.device
+
+    @property
+    def policy_id(self) -> str:
+        return self.settings.policy_id
+
+    @policy_id.setter
+    def policy_id(self, value: str) -> None:
+        self.settings.policy_id = str(value)
+
+    @property
+    def backbone(self):
+        """The underlying transformers model (unwrapped from peft when LoRA is on)."""
+        return lora.base_model(self.model)
+
+    # ----------------------------------------------------------------- inputs
+    def _prompt_inputs(self, images, instructions, states) -> dict[str, torch.Tensor]:
+        images = check_images(images, self.settings.image_size)
+        instructions = check_instructions(instructions, len(images))
+        states = check_states(states, len(images), self.settings.use_state)
+        rows = [None] * len(images) if states is None else list(states)
+        if self._pieces is not None:
+            seqs = [
+                self._pieces.instruction_ids(i) + self._pieces.suffix_ids(s)
+                for i, s in zip(instructions, rows, strict=True)
+            ]
+            inputs = self._left_pad(seqs)
+            inputs["pixel_values"] = self._pixel_values(images)
+            inputs["position_ids"] = text_positions(inputs["attention_mask"])
+            return inputs
+        texts = [
+            prompt_text(i, s, self.family.image_placeholder)
+            for i, s in zip(instructions, rows, strict=True)
+        ]
+        inputs = processor_inputs(self.processor, self.family, images, texts)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        return add_position_ids(self.backbone, self.family, inputs)
+
+    def _left_pad(self, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
+        length = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), length), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), length), dtype=np.int64)
+        for row, seq in enumerate(seqs):
+            ids[row, length - len(seq) :] = seq
+            mask[row, length - len(seq) :] = 1
+        return {
+            "input_ids": torch.from_numpy(ids).to(self.device),
+            "attention_mask": torch.from_numpy(mask).to(self.device),
+        }
+
+    def _pixel_values(self, images: np.ndarray) -> torch.Tensor:
+        pixels = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        mean = torch.tensor(IMAGE_MEAN, device=self.device)[:, None, None]
+        std = torch.tensor(IMAGE_STD, device=self.device)[:, None, None]
+        return ((pixels - mean) / std)[:, None].to(self.backbone.dtype)
+
+    def prepare_inputs(self, images, instructions, states, bins) -> dict[str, torch.Tensor]:
+        """Prompt + the given action tokens, for `logprobs_from_inputs` (training pre-builds these)."""
+        inputs = self._prompt_inputs(images, instructions, states)
+        bins = torch.from_numpy(check_bins(bins, len(inputs["input_ids"]), self.action_dim))
+        bins = bins.to(self.device)
+        n = self.action_dim
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], self.action_token_ids[bins]], dim=1)
+        ones = torch.ones_like(bins)
+        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], ones], dim=1)
+        positions = inputs["position_ids"]
+        inputs["position_ids"] = torch.cat([positions, extend_positions(positions, n)], dim=-1)
+        inputs["action_bins"] = bins
+        return inputs
+
+    # ----------------------------------------------------------------- log-probs
+    def logprobs_from_inputs(self, inputs: dict[str, torch.Tensor], temperature: float = 1.0):
+        """Teacher-forced log-probs [B, 4] of `inputs["action_bins"]`, differentiable."""
+        model_inputs = {k: v for k, v in inputs.items() if k != "action_bins"}
+        n = self.action_dim
+        out = self.model(**model_inputs, use_cache=False, logits_to_keep=n + 1)
+        logits = out.logits[:, :n][..., self.action_token_ids].float() / temperature
+        logprobs = torch.log_softmax(logits, dim=-1)
+        return logprobs.gather(-1, inputs["action_bins"][..., None]).squeeze(-1)
+
+    def action_logprobs(self, images, instructions, states, bins, temperature: float = 1.0):
+        """Teacher-forced log-probs [B, 4] of `bins` for these observations, differentiable."""
+        inputs = self.prepare_inputs(images, instructions, states, bins)
+        return self.logprobs_from_inputs(inputs, temperature)
+
+    # ----------------------------------------------------------------- acting
+    @torch.inference_mode()
+    def act(
+        self,
+        images,
+        instructions,
+        states=None,
+        *,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> ActOutput:
+        """Actions for a batch: one prefill forward, then one cached step per further dimension."""
+        inputs = self._prompt_inputs(images, instructions, states)
+        mask, positions = inputs["attention_mask"], inputs["position_ids"]
+        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        bins, logprobs = [], []
+        for i in range(self.action_dim):
+            logits = out.logits[:, -1][:, self.action_token_ids]
+            b, lp = choose_tokens(
+                logits, greedy=greedy, temperature=temperature, top_k=top_k, generator=generator
+            )
+            bins.append(b)
+            logprobs.append(lp)
+            if i + 1 < self.action_dim:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                out = self.model(
+                    input_ids=self.action_token_ids[b][:, None],
+                    attention_mask=mask,
+                    position_ids=extend_positions(positions, 1, start=i + 1),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
+        bins_np = torch.stack(bins, dim=1).cpu().numpy().astype(np.int64)
+        return ActOutput(
+            actions=bins_to_actions(bins_np),
+            bins=bins_np,
+            logprobs=torch.stack(logprobs, dim=1).float().cpu().numpy(),
+        )
+
+    # ----------------------------------------------------------------- judges
+    def text_prompt_inputs(self, images, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Image + free-text prompt, left-padded, ready for `policy.model(**inputs)`."""
+        images = check_images(images, self.settings.image_size)
+        texts = check_instructions(texts, len(images))
+        prompts = [judge_prompt_text(t, self.family.image_placeholder) for t in texts]
+        inputs = processor_inputs(self.processor, self.family, images, prompts)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if "pixel_values" in inputs and self._pieces is not None:
+            inputs["pixel_values"] = self._pixel_values(images)
+            inputs.pop("pixel_attention_mask", None)
+        return add_position_ids(self.backbone, self.family, inputs)
+
+    def next_token_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits [B, vocab] of the token after the prompt (differentiable)."""
+        return self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1]
+
+    # ----------------------------------------------------------------- LoRA
+    def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.0, target_modules=None):
+        """Wrap the model with LoRA adapters (peft); only the adapters are then trainable."""
+        self.model = lora.add_lora(self.model, r, alpha, dropout, target_modules)
+        return self
+
+    def merge_lora(self):
+        """Fold the adapters into the weights; the model is a plain transformers model again."""
+        self.model = lora.merge(self.model)
+        return self
+
+    @contextlib.contextmanager
+    def adapter_disabled(self):
+        """Act as the model without its LoRA adapters (the reference model for DPO / KL)."""
+        with lora.disabled(self.model):
+            yield self
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.backbone.parameters())
+
+
+__all__ = ["ActOutput", "Policy", "PolicySettings"]

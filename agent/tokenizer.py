@@ -1,0 +1,98 @@
+"""Offline tokenizer for the built-in presets: a byte-level BPE trained on tabletop words.
+
+The merges are learnt from a small corpus of instruction-like sentences built from the task
+vocabulary, so common instructions take few tokens; the byte-level alphabet is always present,
+so any text (any language, any symbol) still encodes. The image placeholders and the
+`N_BINS` action tokens `<act_0>`..`<act_255>` are added as special tokens.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from agent.action_tokens import N_BINS
+
+PAD_TOKEN = "<pad>"
+IMAGE_TOKEN = "<image>"
+FAKE_IMAGE_TOKEN = "<fake_token_around_image>"
+GLOBAL_IMAGE_TOKEN = "<global-img>"
+END_OF_UTTERANCE_TOKEN = "<end_of_utterance>"
+SPECIAL_TOKENS = [
+    PAD_TOKEN,
+    END_OF_UTTERANCE_TOKEN,
+    FAKE_IMAGE_TOKEN,
+    IMAGE_TOKEN,
+    GLOBAL_IMAGE_TOKEN,
+]
+
+
+def action_token(k: int) -> str:
+    """The text of the action token for bin `k`."""
+    return f"<act_{k}>"
+
+
+ACTION_TOKENS = [action_token(k) for k in range(N_BINS)]
+
+COLOURS = "red green blue yellow purple orange white black pink cyan grey brown".split()
+OBJECTS = (
+    "ball cube block button drawer bowl bin goal region zone square target handle object box "
+    "marker disc plate tray table top".split()
+)
+VERBS = (
+    "touch reach push move pick place put stack press open pull close lift slide grab get go "
+    "drop hold".split()
+)
+FUNCTION_WORDS = (
+    "the a an to on onto into in of and then up with its from at by it that this left right "
+    "front back near far over under above below inside".split()
+)
+PROMPT_WORDS = ["state:", "action:", "instruction:", "task:"]
+
+
+def training_corpus() -> list[str]:
+    """Sentences covering the task vocabulary, the prompt markers, digits and punctuation."""
+    lines = []
+    for verb, colour, obj in itertools.product(VERBS, COLOURS, OBJECTS):
+        lines.append(f"{verb} the {colour} {obj}")
+    for verb, c1, o1, prep, c2, o2 in itertools.product(
+        VERBS[:8], COLOURS[:6], OBJECTS[:6], FUNCTION_WORDS[3:9], COLOURS[:6], OBJECTS[6:10]
+    ):
+        lines.append(f"{verb} the {c1} {o1} {prep} the {c2} {o2}.")
+    lines.extend(" ".join(FUNCTION_WORDS[i : i + 5]) for i in range(len(FUNCTION_WORDS)))
+    lines.extend(f"{word}\n" for word in PROMPT_WORDS)
+    lines.extend(" ".join(str(d) for d in range(k, k + 10)) for k in range(10))
+    lines.append("Reach, push; pick & place! (a-b) [c] 'd' \"e\" ? 0.5 1,2")
+    return lines
+
+
+def train_tokenizer(vocab_size: int = 640) -> PreTrainedTokenizerFast:
+    """Train the byte-level BPE offline and wrap it for transformers (left padding)."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+    )
+    backend.train_from_iterator(training_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=PAD_TOKEN, padding_side="left"
+    )
+    add_action_tokens(tokenizer)
+    return tokenizer
+
+
+def add_action_tokens(tokenizer) -> int:
+    """Add any missing `<act_k>` tokens (as special tokens); returns how many were added."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in ACTION_TOKENS if t not in vocab]
+    if not missing:
+        return 0
+    return tokenizer.add_special_tokens(
+        {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+    )

@@ -1,0 +1,114 @@
+"""The Policy API on the `tiny` preset: acting, log-probs, determinism, fast path, save/load."""
+
+import numpy as np
+import pytest
+import torch
+
+from agent import Policy
+from agent.families import processor_inputs
+from agent.prompt import prompt_text
+
+B = 4
+INSTRUCTIONS = [
+    "pick the red cube",
+    "push the blue ball to the green goal",
+    "open the drawer",
+    "press the yellow button",
+]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return Policy.from_preset("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(B, 64, 64, 3), dtype=np.uint8)
+    states = rng.uniform(-0.3, 0.3, size=(B, 4)).astype(np.float32)
+    return images, list(INSTRUCTIONS), states
+
+
+def test_presets_are_sized_as_specified():
+    tiny = Policy.from_preset("tiny").num_parameters()
+    small = Policy.from_preset("small").num_parameters()
+    assert 1e6 <= tiny <= 5e6
+    assert 10e6 <= small <= 30e6
+    with pytest.raises(ValueError, match="unknown policy preset 'huge'; known: tiny, small"):
+        Policy.from_preset("huge")
+
+
+def test_act_returns_actions_bins_and_logprobs(policy, batch):
+    out = policy.act(*batch)
+    assert out.actions.shape == (B, 4) and out.actions.dtype == np.float32
+    assert out.bins.shape == (B, 4) and out.bins.dtype == np.int64
+    assert out.logprobs.shape == (B, 4) and out.logprobs.dtype == np.float32
+    assert (out.logprobs <= 0).all() and np.isfinite(out.logprobs).all()
+    assert np.abs(out.actions).max() <= 1
+
+
+def test_greedy_is_deterministic_and_seeded_sampling_repeats(policy, batch):
+    assert np.array_equal(policy.act(*batch).bins, policy.act(*batch).bins)
+
+    def sample(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return policy.act(*batch, greedy=False, temperature=1.5, top_k=50, generator=gen)
+
+    a, b, c = sample(1), sample(1), sample(2)
+    assert np.array_equal(a.bins, b.bins) and np.array_equal(a.logprobs, b.logprobs)
+    assert not np.array_equal(a.bins, c.bins)
+
+
+def test_top_k_one_equals_greedy(policy, batch):
+    gen = torch.Generator().manual_seed(0)
+    sampled = policy.act(*batch, greedy=False, top_k=1, generator=gen)
+    assert np.array_equal(sampled.bins, policy.act(*batch).bins)
+
+
+@pytest.mark.parametrize("greedy,temperature", [(True, 1.0), (False, 0.7), (False, 2.0)])
+def test_teacher_forced_logprobs_match_act(policy, batch, greedy, temperature):
+    gen = torch.Generator().manual_seed(3)
+    out = policy.act(*batch, greedy=greedy, temperature=temperature, top_k=20, generator=gen)
+    logprobs = policy.action_logprobs(*batch, out.bins, temperature=temperature)
+    assert logprobs.shape == (B, 4)
+    np.testing.assert_allclose(logprobs.detach().numpy(), out.logprobs, atol=1e-4)
+
+
+def test_logprobs_are_differentiable(policy, batch):
+    inputs = policy.prepare_inputs(*batch, np.zeros((B, 4), dtype=np.int64))
+    loss = -policy.logprobs_from_inputs(inputs).sum()
+    loss.backward()
+    grads = [p.grad for p in policy.trainable_parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    policy.model.zero_grad(set_to_none=True)
+
+
+def test_fast_path_equals_the_processor(policy, batch):
+    images, instructions, states = batch
+    fast = policy._prompt_inputs(images, instructions, states)
+    texts = [prompt_text(i, s, "<image>") for i, s in zip(instructions, states, strict=True)]
+    slow = processor_inputs(policy.processor, policy.family, images, texts)
+    assert torch.equal(fast["input_ids"], slow["input_ids"])
+    assert torch.equal(fast["attention_mask"], slow["attention_mask"])
+    torch.testing.assert_close(fast["pixel_values"], slow["pixel_values"], atol=1e-6, rtol=0)
+
+
+def test_actions_do_not_depend_on_batch_composition(policy, batch):
+    images, instructions, states = batch
+    together = policy.act(images, instructions, states)
+    for row in range(B):
+        alone = policy.act(
+            images[row : row + 1], instructions[row : row + 1], states[row : row + 1]
+        )
+        np.testing.assert_array_equal(alone.bins[0], together.bins[row])
+        np.testing.assert_allclose(alone.logprobs[0], together.logprobs[row], atol=1e-5)
+
+
+def test_save_and_load_give_identical_actions(policy, batch, tmp_path):
+    policy.save_pretrained(tmp_path)
+    loaded = Policy.from_pretrained(tmp_path)
+    assert loaded.policy_id == policy.policy_id
+    expected, got = policy.act(*batch), loaded.act(*batch)
+    np.testing.assert_array_equal(got.bins, expected.bins)
+    np.testing.assert_array_equal(got.logprobs, expected.logprobs)
