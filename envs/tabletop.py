@@ -1,0 +1,307 @@
+"""TabletopEnv: the gymnasium base of every task (scene, end-effector gripper, observations, info).
+
+A task subclasses it and supplies its MJCF (which includes `tabletop.xml`), its instruction
+templates, and five methods: `_reset_task` (seeded placement; returns the named goal),
+`_possible_goals`, `_goal_satisfied`, `_reward_terms` and `expert_action`.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+# isort: off
+from envs import rendering  # selects the GL backend; must precede `import mujoco`
+import mujoco
+# isort: on
+
+COLORS: dict[str, tuple[float, float, float, float]] = {
+    "red": (0.9, 0.12, 0.1, 1.0),
+    "green": (0.1, 0.72, 0.15, 1.0),
+    "blue": (0.12, 0.3, 0.95, 1.0),
+    "yellow": (0.95, 0.85, 0.1, 1.0),
+}
+"""The object colours, chosen to stay distinct at 64x64."""
+
+ACTION_DIM = 4
+MAX_MOVE = 0.04
+"""Metres the gripper target moves per step at |action| = 1, per axis."""
+SUBSTEPS = 20
+"""Physics steps per control step (20 x 5 ms = 10 Hz control)."""
+FINGER_OPEN = 0.04
+"""Finger slide at the fully open gripper (gap = 2 x this)."""
+TIP_LOW = np.array([-0.22, -0.2, 0.008])
+TIP_HIGH = np.array([0.22, 0.2, 0.22])
+"""Workspace bounds of the fingertip point (metres, world frame; the table top is z = 0)."""
+IMAGE_SIZE_RANGE = (16, 512)
+INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
+
+
+def _parse_image_size(image_size: Any) -> tuple[int, int]:
+    lo, hi = IMAGE_SIZE_RANGE
+    sizes = (image_size, image_size) if isinstance(image_size, int | np.integer) else image_size
+    try:
+        height, width = sizes
+        ok = all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in sizes)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(image_size, bool) or not (lo <= height <= hi and lo <= width <= hi):
+        raise ValueError(
+            f"invalid image_size {image_size!r}; expected an int or (height, width) of ints "
+            f"in [{lo}, {hi}]"
+        )
+    return int(height), int(width)
+
+
+class TabletopEnv(gym.Env):
+    """A MuJoCo tabletop task with a mocap-driven gripper, a fixed camera and a text instruction.
+
+    Action (4,): (dx, dy, dz) in [-1, 1] moves the fingertip target by up to `MAX_MOVE` m per
+    axis; the 4th entry sets the fingers (-1 open, +1 closed). Observation: `image` uint8
+    [H, W, 3] from the `front` camera, `state` float32 [4] (fingertip xyz in metres, finger gap
+    in metres), `instruction` str.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    model_path: ClassVar[Path]
+    """The task's MJCF, beside its module."""
+    instruction_templates: ClassVar[tuple[str, ...]]
+    """str.format templates over the goal's fields; the first is the canonical form."""
+
+    def __init__(self, image_size: int | tuple[int, int] = 64, render_mode: str | None = None):
+        self.image_height, self.image_width = _parse_image_size(image_size)
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(
+                f"unsupported render_mode {render_mode!r}; expected None or 'rgb_array'"
+            )
+        self.render_mode = render_mode
+        self.model = mujoco.MjModel.from_xml_path(str(self.model_path))
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self._gripper_body = m.body("gripper").id
+        self._mocap = m.body_mocapid[m.body("gripper_target").id]
+        self._tip_site = m.site("tip").id
+        self._finger_qpos = [m.jnt_qposadr[m.joint(n).id] for n in ("finger_left", "finger_right")]
+        self._finger_ctrl = [m.actuator(n).id for n in ("finger_left", "finger_right")]
+        self.finger_geoms = frozenset(m.geom(n).id for n in ("finger_left", "finger_right"))
+        self._gripper_qpos = m.jnt_qposadr[m.joint("gripper").id]
+        self._tip_offset = m.site_pos[self._tip_site].copy()
+        self._table_half = m.geom("table").size[:2].copy()
+        self._object_qpos = [
+            m.jnt_qposadr[j]
+            for j in range(m.njnt)
+            if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE and m.jnt_bodyid[j] != self._gripper_body
+        ]
+        self._renderer: rendering.CameraRenderer | None = None
+        self._image: np.ndarray | None = None
+        self.goal: dict[str, str] = {}
+        self.instruction = ""
+        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self.observation_space = spaces.Dict(
+            {
+                "image": spaces.Box(0, 255, (self.image_height, self.image_width, 3), np.uint8),
+                "state": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+                "instruction": spaces.Text(
+                    max_length=128, min_length=1, charset=INSTRUCTION_CHARSET
+                ),
+            }
+        )
+
+    # ---- hooks a task implements -------------------------------------------------------------
+
+    def _reset_task(self, rng: np.random.Generator) -> dict[str, str]:
+        """Place objects and fixtures, colour them, and return the goal named in the instruction."""
+        raise NotImplementedError
+
+    def _possible_goals(self) -> list[dict[str, str]]:
+        """Every goal an instruction of this task could name in the current scene."""
+        raise NotImplementedError
+
+    def _goal_satisfied(self, goal: dict[str, str]) -> bool:
+        """Whether the current sim state achieves `goal` (the success predicate)."""
+        raise NotImplementedError
+
+    def _reward_terms(self) -> dict[str, float]:
+        """Named reward terms (already weighted); the step reward is their sum."""
+        raise NotImplementedError
+
+    def expert_action(self) -> np.ndarray:
+        """The scripted expert's action for the current state, from privileged sim state."""
+        raise NotImplementedError
+
+    # ---- gymnasium API ---------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rng = self.np_random
+        mujoco.mj_resetData(self.model, self.data)
+        tip = np.array(
+            [rng.uniform(-0.05, 0.05), rng.uniform(-0.17, -0.12), rng.uniform(0.15, 0.19)]
+        )
+        body = tip - self._tip_offset
+        self.data.mocap_pos[self._mocap] = body
+        self.data.qpos[self._gripper_qpos : self._gripper_qpos + 3] = body
+        self._set_fingers(-1.0)
+        for adr in self._finger_qpos:
+            self.data.qpos[adr] = FINGER_OPEN
+        self.goal = self._reset_task(rng)
+        template = self.instruction_templates[rng.integers(len(self.instruction_templates))]
+        self.instruction = template.format(**self.goal)
+        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        return self._observation(), self._info()
+
+    def step(self, action):
+        action = self._validate_action(action)
+        tip = self.data.site_xpos[self._tip_site]
+        target = np.clip(tip + action[:3].astype(np.float64) * MAX_MOVE, TIP_LOW, TIP_HIGH)
+        self.data.mocap_pos[self._mocap] = target - self._tip_offset
+        self._set_fingers(float(action[3]))
+        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        info = self._info()
+        reward = float(sum(v for k, v in info.items() if k.startswith("reward/")))
+        return self._observation(), reward, info["is_success"], False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        return self._render_image().copy()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ---- instructions (hindsight relabelling) -----------------------------------------------
+
+    def achieved_instructions(self) -> list[str]:
+        """Canonical instructions of this task that the current state satisfies."""
+        canonical = self.instruction_templates[0]
+        return [canonical.format(**g) for g in self._possible_goals() if self._goal_satisfied(g)]
+
+    def is_satisfied(self, instruction: str) -> bool:
+        """Whether the current state satisfies `instruction` (any template form of this task)."""
+        text = " ".join(instruction.lower().split())
+        for goal in self._possible_goals():
+            if any(text == t.format(**goal) for t in self.instruction_templates):
+                return self._goal_satisfied(goal)
+        return False
+
+    # ---- shared helpers for tasks -------------------------------------------------------------
+
+    def tip_pos(self) -> np.ndarray:
+        """Fingertip point (between the finger tips), world frame."""
+        return self.data.site_xpos[self._tip_site].copy()
+
+    def finger_gap(self) -> float:
+        return float(sum(self.data.qpos[a] for a in self._finger_qpos))
+
+    def body_pos(self, name: str) -> np.ndarray:
+        return self.data.body(name).xpos.copy()
+
+    def touching(self, geoms_a: frozenset[int], geoms_b: frozenset[int]) -> bool:
+        """Whether any geom of `geoms_a` is in contact with any geom of `geoms_b`."""
+        c = self.data.contact
+        for g1, g2 in zip(c.geom1[: self.data.ncon], c.geom2[: self.data.ncon], strict=True):
+            if (g1 in geoms_a and g2 in geoms_b) or (g1 in geoms_b and g2 in geoms_a):
+                return True
+        return False
+
+    def body_geoms(self, name: str) -> frozenset[int]:
+        body = self.model.body(name).id
+        return frozenset(np.flatnonzero(self.model.geom_bodyid == body).tolist())
+
+    def set_color(self, geom: str, color: str) -> None:
+        self.model.geom_rgba[self.model.geom(geom).id] = COLORS[color]
+
+    def place_object(self, body: str, pos: np.ndarray) -> None:
+        """Put a free-joint body at `pos` (upright, at rest)."""
+        joint = self.model.body(body).jntadr[0]
+        adr = self.model.jnt_qposadr[joint]
+        self.data.qpos[adr : adr + 7] = [*pos, 1.0, 0.0, 0.0, 0.0]
+        self.data.qvel[self.model.jnt_dofadr[joint] : self.model.jnt_dofadr[joint] + 6] = 0.0
+
+    def place_fixture(self, body: str, pos: np.ndarray) -> None:
+        """Move a fixed (joint-less) body, e.g. a bin or a goal marker, for this episode."""
+        self.model.body_pos[self.model.body(body).id] = pos
+
+    @staticmethod
+    def sample_xy(
+        rng: np.random.Generator, n: int, low, high, min_dist: float, avoid=()
+    ) -> np.ndarray:
+        """`n` points uniform in the box [low, high], pairwise and from `avoid` >= `min_dist` apart."""
+        for _ in range(1000):
+            points = rng.uniform(low, high, size=(n, 2))
+            others = np.concatenate([points, np.reshape(avoid, (-1, 2))])
+            dist = np.linalg.norm(others[:, None] - others[None], axis=-1)
+            np.fill_diagonal(dist, np.inf)
+            if dist[:n].min() >= min_dist:
+                return points
+        raise RuntimeError(f"could not place {n} objects {min_dist} m apart in {low}..{high}")
+
+    def move_to(self, target: np.ndarray, gripper: float, gain: float = 1.0) -> np.ndarray:
+        """Saturated proportional action towards a fingertip target, with a finger command."""
+        delta = gain * (np.asarray(target) - self.tip_pos()) / MAX_MOVE
+        return np.append(np.clip(delta, -1.0, 1.0), gripper).astype(np.float32)
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _validate_action(self, action) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float32)
+        if a.shape != (ACTION_DIM,):
+            raise ValueError(
+                f"action has shape {a.shape}; expected ({ACTION_DIM},) = (dx, dy, dz, gripper)"
+            )
+        if not np.all(np.isfinite(a)):
+            raise ValueError(
+                f"action {a.tolist()} has non-finite values; expected finite in [-1, 1]"
+            )
+        return np.clip(a, -1.0, 1.0)
+
+    def _set_fingers(self, command: float) -> None:
+        slide = FINGER_OPEN * (1.0 - np.clip(command, -1.0, 1.0)) / 2.0
+        self.data.ctrl[self._finger_ctrl] = slide
+
+    def _render_image(self) -> np.ndarray:
+        if self._renderer is None:
+            self._renderer = rendering.CameraRenderer(
+                self.model, self.image_height, self.image_width, "front"
+            )
+        if self._image is None:
+            self._image = self._renderer.render(self.data)
+        return self._image
+
+    def _observation(self) -> dict[str, Any]:
+        self._image = None
+        state = np.append(self.tip_pos(), self.finger_gap()).astype(np.float32)
+        return {"image": self._render_image(), "state": state, "instruction": self.instruction}
+
+    def _info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"is_success": bool(self._goal_satisfied(self.goal))}
+        info.update({f"reward/{k}": float(v) for k, v in self._reward_terms().items()})
+        info["contact_force"] = self._max_contact_force()
+        info["objects_off_table"] = self._objects_off_table()
+        return info
+
+    def _max_contact_force(self) -> float:
+        ncon = self.data.ncon
+        if ncon == 0:
+            return 0.0
+        force = np.zeros(6)
+        best = 0.0
+        for i in range(ncon):
+            mujoco.mj_contactForce(self.model, self.data, i, force)
+            best = max(best, abs(force[0]))
+        return float(best)
+
+    def _objects_off_table(self) -> int:
+        count = 0
+        for adr in self._object_qpos:
+            x, y, z = self.data.qpos[adr : adr + 3]
+            if z < -0.05 or abs(x) > self._table_half[0] or abs(y) > self._table_half[1]:
+                count += 1
+        return count
