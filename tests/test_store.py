@@ -14,11 +14,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from episodes_helper import episodes
 
 from train.store import EpisodeStore, StoreError
 from verifiers.episode import Episode
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def real_episodes() -> list[Episode]:
+    return [*episodes("reach", (0, 1), "expert"), *episodes("reach", (2,), "random")]
 
 
 def synthetic_episode(i: int, length: int = 5, size: int = 16) -> Episode:

@@ -26,15 +26,18 @@ def _verdict(episode: Episode, name: str, failure: str | None, score: float) -> 
 class ActionSaturationRule:
     """Fails when actions sit at the edge of [-1, 1] most of the time.
 
-    A step counts as saturated when any movement dimension (all but the last, the gripper, which
-    is legitimately always -1 or +1) has |a| >= `threshold`. Bang-bang control is a sign of a
-    policy that has collapsed onto the action bounds rather than of purposeful motion.
+    A step counts as saturated when every movement dimension (all but the last, the gripper, which
+    is legitimately always -1 or +1) has |a| >= `threshold`. The scripted experts saturate one
+    axis at a time while far from their target; a policy pinned to the corners of the action box
+    on most steps has collapsed onto the bounds (bang-bang control) rather than moving with purpose.
     """
 
     threshold: float = 0.98
     """|action| at or above this counts as saturated."""
     max_fraction: float = 0.8
-    """Fail when more than this fraction of steps is saturated."""
+    """Fail when more than this fraction of steps is saturated..."""
+    min_steps: int = 5
+    """...and at least this many steps are (a short dash to a nearby target is not a collapse)."""
     name: str = "action_saturation"
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
@@ -46,10 +49,10 @@ class ActionSaturationRule:
                     f"verifier {self.name!r}: episode {episode.episode_id!r} has actions of shape "
                     f"{actions.shape}; expected [T, d] with d >= 2 (movement dims + gripper)"
                 )
-            saturated = (np.abs(actions[:, :-1]) >= self.threshold).any(axis=1)
+            saturated = (np.abs(actions[:, :-1]) >= self.threshold).all(axis=1)
             fraction = float(saturated.mean()) if len(saturated) else 0.0
             failure = None
-            if fraction > self.max_fraction:
+            if fraction > self.max_fraction and saturated.sum() >= self.min_steps:
                 failure = (
                     f"actions saturated on {fraction:.0%} of steps (> {self.max_fraction:.0%})"
                 )

@@ -1,0 +1,127 @@
+"""The three dataset builders: SFT set, RL groups, DPO pairs, on real episodes."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from episodes_helper import episodes
+
+from train.datasets import DPOPair, RLGroup, build_dpo_pairs, build_rl_groups, build_sft_set
+from verifiers import AllOf, ContactForceRule, EnvironmentVerifier, relabel
+
+SEEDS = (0, 1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Per reach seed: two identical expert demos, two perturbed-expert runs, two random runs."""
+    out = []
+    for tag in ("k0", "k1"):
+        for mode in ("expert", "perturbed", "random"):
+            out += episodes("reach", SEEDS, mode, tag=tag)
+    return out
+
+
+def key(e):
+    return (e.task_id, e.env_seed, e.instruction)
+
+
+def test_sft_set_keeps_verified_successes_without_duplicates(pool):
+    sft = build_sft_set(pool)
+    assert sft and all(e.is_success for e in sft)
+    assert len(sft) < sum(e.is_success for e in pool), (
+        "identical expert demos were not deduplicated"
+    )
+    signatures = [(*key(e), e.action_bins.tobytes()) for e in sft]
+    assert len(set(signatures)) == len(signatures)
+    assert {e.episode_id for e in sft} >= {
+        e.episode_id for e in pool if e.policy_id == "expert" and e.episode_id.endswith("k0")
+    }
+    assert len(build_sft_set(pool, dedup=False)) == sum(e.is_success for e in pool)
+
+
+def test_sft_set_applies_verdicts(pool):
+    verifier = AllOf(EnvironmentVerifier(), ContactForceRule(max_force=100.0))
+    verdicts = verifier.verify(pool)
+    sft = build_sft_set(pool, verdicts, dedup=False)
+    rough = {
+        e.episode_id for e in pool if e.step_info["contact_force"].max() > 100.0 and e.is_success
+    }
+    assert rough, "no successful episode had a contact above 100 N"
+    assert {e.episode_id for e in sft} == {e.episode_id for e in pool if e.is_success} - rough
+    with pytest.raises(ValueError, match="no verdict for"):
+        build_sft_set(pool, verdicts[:-1])
+
+
+def test_sft_set_balances_tasks():
+    reach = list(episodes("reach", tuple(range(6)), "expert"))
+    push = [e for m in ("expert", "perturbed") for e in episodes("push", tuple(range(6)), m)]
+    push = [e for e in push if e.is_success][:3]
+    assert all(e.is_success for e in reach) and push
+    down = Counter(e.task_id for e in build_sft_set(reach + push, balance="downsample"))
+    assert list(down.values()) == [len(push), len(push)]
+    up = build_sft_set(reach + push, balance="upsample")
+    assert list(Counter(e.task_id for e in up).values()) == [6, 6]
+    assert {e.episode_id for e in up} == {e.episode_id for e in reach + push}
+    capped = Counter(e.task_id for e in build_sft_set(reach + push, max_per_task=3))
+    assert sorted(capped.values()) == sorted([3, min(3, len(push))])
+    with pytest.raises(ValueError, match="unknown balance mode 'even'"):
+        build_sft_set(reach, balance="even")
+
+
+def test_rl_groups_share_seed_and_instruction(pool):
+    groups = build_rl_groups(pool)
+    assert len(groups) == len(SEEDS)
+    for group in groups:
+        assert isinstance(group, RLGroup) and len(group.episodes) == 6
+        assert {key(e) for e in group.episodes} == {
+            (group.task_id, group.env_seed, group.instruction)
+        }
+        assert group.rewards.dtype == np.float32
+        np.testing.assert_array_equal(group.rewards, [float(e.is_success) for e in group.episodes])
+    assert sum(len(g.episodes) for g in groups) == len(pool)
+    sized = build_rl_groups(pool, group_size=4)
+    assert all(len(g.episodes) == 4 for g in sized)
+    assert build_rl_groups(pool, group_size=7) == []
+    mixed = build_rl_groups(pool, drop_uniform=True)
+    assert all(0 < g.rewards.sum() < len(g.rewards) for g in mixed)
+
+
+def test_rl_groups_leave_out_relabelled_episodes():
+    distracted = list(episodes("reach", (0, 1), "distracted"))
+    extra = relabel(distracted)
+    groups = build_rl_groups(distracted + extra, min_group_size=1)
+    assert all(e.relabelled_from is None for g in groups for e in g.episodes)
+    with_relabelled = build_rl_groups(distracted + extra, min_group_size=1, include_relabelled=True)
+    assert sum(len(g.episodes) for g in with_relabelled) == len(distracted) + len(extra)
+
+
+def test_dpo_pairs_pair_a_success_with_a_failure_of_the_same_start(pool):
+    pairs = build_dpo_pairs(pool)
+    assert pairs
+    expected = 0
+    for seed in SEEDS:
+        members = [e for e in pool if e.env_seed == seed]
+        wins = sum(e.is_success for e in members)
+        expected += wins * (len(members) - wins)
+    assert len(pairs) == expected
+    for pair in pairs:
+        assert isinstance(pair, DPOPair)
+        assert pair.chosen.is_success and not pair.rejected.is_success
+        assert key(pair.chosen) == key(pair.rejected)
+    capped = build_dpo_pairs(pool, max_pairs_per_group=2)
+    per_seed = Counter(p.chosen.env_seed for p in capped)
+    assert max(per_seed.values()) <= 2
+    for seed in per_seed:
+        chosen = [p.chosen.episode_id for p in capped if p.chosen.env_seed == seed]
+        rejected = [p.rejected.episode_id for p in capped if p.chosen.env_seed == seed]
+        assert len(set(chosen)) == len(chosen) and len(set(rejected)) == len(rejected)
+
+
+def test_dpo_pairs_follow_verdicts(pool):
+    verdicts = ContactForceRule(max_force=100.0).verify(pool)
+    outcome = {v.episode_id: v.passed for v in verdicts}
+    for pair in build_dpo_pairs(pool, verdicts):
+        assert outcome[pair.chosen.episode_id] and not outcome[pair.rejected.episode_id]

@@ -1,0 +1,70 @@
+"""Hindsight relabelling: a failure that achieved another instruction becomes a success for it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from episodes_helper import episodes
+
+import envs
+from train.datasets import build_sft_set
+from verifiers import EnvironmentVerifier, relabel
+
+
+@pytest.fixture(scope="module")
+def distracted():
+    return list(episodes("reach", (0, 1, 2, 3), "distracted"))
+
+
+def replay_final_env(episode):
+    """The env after resetting with the episode's seed and replaying its actions."""
+    env = envs.make(episode.task_id, image_size=32)
+    env.reset(seed=episode.env_seed)
+    for action in episode.actions:
+        env.step(action)
+    return env
+
+
+def test_failed_episode_becomes_success_for_what_it_achieved(distracted):
+    assert all(not e.is_success and e.achieved for e in distracted)
+    relabelled = relabel(distracted)
+    assert len(relabelled) == sum(len(e.achieved) for e in distracted)
+    for original, new in zip(distracted, relabelled, strict=True):
+        assert new.instruction in original.achieved and new.instruction != original.instruction
+        assert new.relabelled_from == original.instruction
+        assert new.is_success and not new.truncated
+        assert new.episode_id == original.episode_id + "/relabel:0"
+        np.testing.assert_array_equal(new.actions, original.actions)
+        assert not original.is_success and original.relabelled_from is None
+    assert all(v.passed for v in EnvironmentVerifier().verify(relabelled))
+
+
+def test_relabelled_instruction_really_holds_when_replayed(distracted):
+    for new in relabel(distracted):
+        env = replay_final_env(new)
+        try:
+            assert env.unwrapped.is_satisfied(new.instruction)
+            assert not env.unwrapped.is_satisfied(new.relabelled_from)
+        finally:
+            env.close()
+
+
+def test_successes_and_unachieving_failures_yield_nothing():
+    expert = list(episodes("reach", (0, 1), "expert"))
+    random = [e for e in episodes("reach", (0, 1, 2, 3), "random") if not e.achieved]
+    assert random, "every random episode touched a ball"
+    assert relabel(expert + random) == []
+    assert relabel(relabel(list(episodes("reach", (0,), "distracted")))) == []
+
+
+def test_relabelled_episodes_enter_the_sft_set(distracted):
+    relabelled = relabel(distracted)
+    sft = build_sft_set(distracted + relabelled)
+    assert [e.episode_id for e in sft] == [e.episode_id for e in relabelled]
+
+
+def test_relabel_needs_a_list_of_achieved_instructions(distracted):
+    with pytest.raises(ValueError, match=f"{distracted[0].episode_id!r} has achieved=None"):
+        relabel([replace(distracted[0], achieved=None)])
