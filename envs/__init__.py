@@ -23,6 +23,10 @@ def register_task(short_name: str, name: str, entry_point: str, max_episode_step
 
 register_task("reach", "ReachBall-v0", "envs.reach:ReachBallEnv", max_episode_steps=30)
 
+register_task("push", "PushCube-v0", "envs.push:PushCubeEnv", max_episode_steps=60)
+
+register_task("pick_place", "PickPlaceCube-v0", "envs.pick_place:PickPlaceCubeEnv", 60)
+
 TASK_IDS: tuple[str, ...] = tuple(SHORT_NAMES.values())
 """The ids registered in this file, in order."""
 

@@ -33,11 +33,16 @@ MAX_MOVE = 0.04
 """Metres the gripper target moves per step at |action| = 1, per axis."""
 SUBSTEPS = 20
 """Physics steps per control step (20 x 5 ms = 10 Hz control)."""
+RAMP_CHUNKS = 4
+"""The gripper target moves in this many equal increments within one step."""
 FINGER_OPEN = 0.04
 """Finger slide at the fully open gripper (gap = 2 x this)."""
 TIP_LOW = np.array([-0.22, -0.2, 0.008])
 TIP_HIGH = np.array([0.22, 0.2, 0.22])
 """Workspace bounds of the fingertip point (metres, world frame; the table top is z = 0)."""
+STATE_LOW = np.array([-1.0, -1.0, -1.0, -0.01], np.float32)
+STATE_HIGH = np.array([1.0, 1.0, 1.0, 0.1], np.float32)
+"""Bounds of `state` (fingertip xyz, finger gap), wide enough for any reachable state."""
 IMAGE_SIZE_RANGE = (16, 512)
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
@@ -83,19 +88,16 @@ class TabletopEnv(gym.Env):
         self.model = mujoco.MjModel.from_xml_path(str(self.model_path))
         self.data = mujoco.MjData(self.model)
         m = self.model
-        self._gripper_body = m.body("gripper").id
         self._mocap = m.body_mocapid[m.body("gripper_target").id]
         self._tip_site = m.site("tip").id
         self._finger_qpos = [m.jnt_qposadr[m.joint(n).id] for n in ("finger_left", "finger_right")]
         self._finger_ctrl = [m.actuator(n).id for n in ("finger_left", "finger_right")]
         self.finger_geoms = frozenset(m.geom(n).id for n in ("finger_left", "finger_right"))
-        self._gripper_qpos = m.jnt_qposadr[m.joint("gripper").id]
+        self._gripper_qpos = m.jnt_qposadr[m.joint("gripper_x").id]
         self._tip_offset = m.site_pos[self._tip_site].copy()
         self._table_half = m.geom("table").size[:2].copy()
         self._object_qpos = [
-            m.jnt_qposadr[j]
-            for j in range(m.njnt)
-            if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE and m.jnt_bodyid[j] != self._gripper_body
+            m.jnt_qposadr[j] for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE
         ]
         self._renderer: rendering.CameraRenderer | None = None
         self._image: np.ndarray | None = None
@@ -105,7 +107,7 @@ class TabletopEnv(gym.Env):
         self.observation_space = spaces.Dict(
             {
                 "image": spaces.Box(0, 255, (self.image_height, self.image_width, 3), np.uint8),
-                "state": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+                "state": spaces.Box(STATE_LOW, STATE_HIGH, (4,), np.float32),
                 "instruction": spaces.Text(
                     max_length=128, min_length=1, charset=INSTRUCTION_CHARSET
                 ),
@@ -157,11 +159,15 @@ class TabletopEnv(gym.Env):
 
     def step(self, action):
         action = self._validate_action(action)
-        tip = self.data.site_xpos[self._tip_site]
+        tip = self.data.site_xpos[self._tip_site].copy()
         target = np.clip(tip + action[:3].astype(np.float64) * MAX_MOVE, TIP_LOW, TIP_HIGH)
-        self.data.mocap_pos[self._mocap] = target - self._tip_offset
         self._set_fingers(float(action[3]))
-        mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        # Ramp the mocap target over the step so the gripper moves at a steady speed rather
+        # than jumping (a jump would bat light objects away).
+        for i in range(1, RAMP_CHUNKS + 1):
+            waypoint = tip + (target - tip) * (i / RAMP_CHUNKS)
+            self.data.mocap_pos[self._mocap] = waypoint - self._tip_offset
+            mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS // RAMP_CHUNKS)
         info = self._info()
         reward = float(sum(v for k, v in info.items() if k.startswith("reward/")))
         return self._observation(), reward, info["is_success"], False, info

@@ -1,0 +1,53 @@
+"""Shared scripted-expert moves for tasks that pick a cube up: grasp it, carry it, let go."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.tabletop import TabletopEnv
+
+HALF = 0.02
+"""Half size of the graspable cubes (m)."""
+GRASP_Z = 0.012
+"""Fingertip height above the cube's bottom face when grasping."""
+CLEAR_Z = 2 * HALF + 0.035
+"""Fingertip height for moving above cubes on the table."""
+OPEN, CLOSE = -1.0, 1.0
+
+
+def is_grasped(env: TabletopEnv, cube_geoms: frozenset[int]) -> bool:
+    """Both fingers touch the cube and the gripper is (nearly) closed on it."""
+    left, right = sorted(env.finger_geoms)
+    return (
+        env.touching(frozenset([left]), cube_geoms)
+        and env.touching(frozenset([right]), cube_geoms)
+        and env.finger_gap() < 2 * HALF + 0.006
+    )
+
+
+def grasp_action(env: TabletopEnv, cube: np.ndarray) -> np.ndarray:
+    """Next action towards grasping the cube at `cube` (centre): above it, down, close."""
+    tip = env.tip_pos()
+    bottom = cube[2] - HALF
+    if np.linalg.norm(tip[:2] - cube[:2]) > 0.008:
+        if tip[2] < bottom + 2 * HALF + 0.01 and np.linalg.norm(tip[:2] - cube[:2]) > 0.02:
+            return env.move_to([*tip[:2], CLEAR_Z], OPEN)  # lift clear before moving over
+        return env.move_to([*cube[:2], CLEAR_Z], OPEN)
+    if tip[2] > bottom + GRASP_Z + 0.006:
+        return env.move_to([*cube[:2], bottom + GRASP_Z], OPEN)
+    return env.move_to([*cube[:2], bottom + GRASP_Z], CLOSE)
+
+
+def carry_action(
+    env: TabletopEnv, cube: np.ndarray, place: np.ndarray, carry_z: float
+) -> np.ndarray:
+    """Next action carrying a grasped cube (centre `cube`) to rest its centre at `place`; then open."""
+    tip = env.tip_pos()
+    offset = tip - cube  # the grasp holds the cube at a fixed offset from the fingertip
+    if np.linalg.norm(cube[:2] - place[:2]) > 0.006:
+        if tip[2] < carry_z - 0.01 and np.linalg.norm(cube[:2] - place[:2]) > 0.02:
+            return env.move_to([*tip[:2], carry_z], CLOSE)  # lift first
+        return env.move_to([*(place[:2] + offset[:2]), carry_z], CLOSE)
+    if cube[2] > place[2] + 0.006:
+        return env.move_to(place + offset, CLOSE)
+    return env.move_to(tip, OPEN)
