@@ -81,7 +81,11 @@ def make_vector_env(
     disabled = gym.vector.AutoresetMode.DISABLED
     if mode == "sync":
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=disabled)
-    return gym.vector.AsyncVectorEnv(fns, autoreset_mode=disabled, shared_memory=False)
+    # Worker processes are spawned, not forked: a forked child inherits the parent's GL context
+    # (once the parent has rendered) and hangs in its first render.
+    return gym.vector.AsyncVectorEnv(
+        fns, autoreset_mode=disabled, shared_memory=False, context="spawn"
+    )
 
 
 @dataclass
@@ -199,17 +203,23 @@ def collect_episodes(
     job_of_slot = [-1] * n
     next_job = 0
     obs: dict | None = None
+    ended = np.zeros(n, dtype=bool)
     try:
         while len(results) < len(jobs):
             free = [i for i in range(n) if traces[i] is None]
             starting = free[: len(jobs) - next_job]
-            if starting:
-                obs = _start(vec, obs, jobs, starting, next_job, traces, job_of_slot)
+            # Slots with no job left idle on; one whose episode ended must still be reset, since
+            # a vector env without autoreset refuses to step an ended episode.
+            parking = [i for i in free[len(starting) :] if ended[i]]
+            if starting or parking:
+                obs = _start(vec, obs, jobs, starting, parking, next_job, traces, job_of_slot)
                 next_job += len(starting)
+                ended[starting + parking] = False
             active = np.array([t is not None for t in traces])
             actions, bins, logprobs = _choose_actions(policy, obs, active, vec, act_kwargs, rng)
             obs, rewards, terminated, truncated, info = vec.step(actions)
-            done = active & (terminated | truncated)
+            ended = terminated | truncated
+            done = active & ended
             achieved = vec.call("achieved_instructions") if done.any() else None
             for i in np.flatnonzero(active):
                 trace = traces[i]
@@ -235,12 +245,13 @@ def collect_episodes(
     return [results[k] for k in range(len(jobs))]
 
 
-def _start(vec, obs, jobs, slots, first_job, traces, job_of_slot) -> dict:
-    """Reset `slots` onto the next jobs and return the vector observation with them fresh."""
+def _start(vec, obs, jobs, slots, parking, first_job, traces, job_of_slot) -> dict:
+    """Reset `slots` onto the next jobs (and idle `parking` slots onto any state); return the
+    vector observation with them fresh."""
     n = vec.num_envs
     mask = np.zeros(n, dtype=bool)
-    mask[slots] = True
-    seeds: list[int | None] = [None] * n
+    mask[slots + parking] = True
+    seeds: list[int | None] = [0 if i in parking else None for i in range(n)]
     tasks = list(vec.get_attr("task_id"))
     for k, slot in enumerate(slots):
         job = jobs[first_job + k]
