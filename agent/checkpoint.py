@@ -11,9 +11,17 @@ import json
 from pathlib import Path
 
 from peft import PeftModel
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    Idefics3Processor,
+)
 
 from agent.families import get_family
+from agent.qwen_processor import QwenImageTextProcessor
 from agent.tokenizer import add_action_tokens
 
 SETTINGS_FILE = "autodidact_policy.json"
@@ -25,7 +33,7 @@ def save(path, model, processor, settings: dict) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if isinstance(model, PeftModel):
         copy.deepcopy(model).unload().save_pretrained(path)
-        model.save_pretrained(path / ADAPTER_DIR)
+        model.save_pretrained(path / ADAPTER_DIR, save_embedding_layers=False)
     else:
         model.save_pretrained(path)
     processor.save_pretrained(path)
@@ -34,6 +42,25 @@ def save(path, model, processor, settings: dict) -> None:
 
 def _weights_present(path: Path) -> bool:
     return (path / "model.safetensors").exists() or (path / "model.safetensors.index.json").exists()
+
+
+def _load_processor(path: Path, family, config):
+    """The family's processor. Idefics3-like prompts get one `<image>` per merged patch, counted
+    from the model's config; Qwen-VL and SmolVLM processors are built from their parts, since
+    transformers' own ones need a video processor (torchvision), which the policy never uses."""
+    if family.rope_3d:
+        return QwenImageTextProcessor.from_pretrained(path)
+    vision = config.vision_config
+    image_seq_len = (vision.image_size // vision.patch_size) ** 2 // config.scale_factor**2
+    if family.name == "smolvlm":
+        return Idefics3Processor(
+            image_processor=AutoImageProcessor.from_pretrained(path),
+            tokenizer=AutoTokenizer.from_pretrained(path),
+            image_seq_len=image_seq_len,
+        )
+    processor = AutoProcessor.from_pretrained(path)
+    processor.image_seq_len = image_seq_len
+    return processor
 
 
 def load(path) -> tuple[object, object, dict]:
@@ -63,7 +90,7 @@ def load(path) -> tuple[object, object, dict]:
             f"incomplete checkpoint at {str(path)!r}: the weights do not cover the model ({detail})"
         )
     try:
-        processor = AutoProcessor.from_pretrained(path)
+        processor = _load_processor(path, family, config)
     except Exception as error:
         raise ValueError(
             f"incomplete checkpoint at {str(path)!r}: cannot load the processor/tokenizer ({error})"

@@ -48,7 +48,7 @@ def processor_inputs(processor, family: Family, images: np.ndarray, texts: list[
     processor.tokenizer.padding_side = "left"
     image_list = [np.ascontiguousarray(image) for image in images]
     if family.rope_3d:
-        encoded = processor(images=image_list, text=texts, padding=True, return_tensors="pt")
+        encoded = processor(images=image_list, text=texts)
     else:
         encoded = processor(
             images=[[image] for image in image_list], text=texts, padding=True, return_tensors="pt"

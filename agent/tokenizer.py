@@ -68,22 +68,31 @@ def training_corpus() -> list[str]:
     return lines
 
 
-def train_tokenizer(vocab_size: int = 640) -> PreTrainedTokenizerFast:
-    """Train the byte-level BPE offline and wrap it for transformers (left padding)."""
+def train_tokenizer(
+    vocab_size: int = 640,
+    extra_special_tokens: tuple[str, ...] = (),
+    with_action_tokens: bool = True,
+) -> PreTrainedTokenizerFast:
+    """Train the byte-level BPE offline and wrap it for transformers (left padding).
+
+    `extra_special_tokens` (e.g. another family's image placeholders) follow the built-in ones;
+    `with_action_tokens=False` leaves the action tokens out (to test adding them at load time).
+    """
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + list(extra_special_tokens),
         show_progress=False,
     )
     backend.train_from_iterator(training_corpus(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token=PAD_TOKEN, padding_side="left"
     )
-    add_action_tokens(tokenizer)
+    if with_action_tokens:
+        add_action_tokens(tokenizer)
     return tokenizer
 
 
