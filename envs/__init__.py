@@ -27,6 +27,12 @@ register_task("push", "PushCube-v0", "envs.push:PushCubeEnv", max_episode_steps=
 
 register_task("pick_place", "PickPlaceCube-v0", "envs.pick_place:PickPlaceCubeEnv", 60)
 
+register_task("stack", "StackCube-v0", "envs.stack:StackCubeEnv", max_episode_steps=60)
+
+register_task("press_button", "PressButton-v0", "envs.press_button:PressButtonEnv", 30)
+
+register_task("open_drawer", "OpenDrawer-v0", "envs.open_drawer:OpenDrawerEnv", 50)
+
 TASK_IDS: tuple[str, ...] = tuple(SHORT_NAMES.values())
 """The ids registered in this file, in order."""
 

@@ -101,6 +101,7 @@ class TabletopEnv(gym.Env):
         ]
         self._renderer: rendering.CameraRenderer | None = None
         self._image: np.ndarray | None = None
+        self._contact_force = 0.0
         self.goal: dict[str, str] = {}
         self.instruction = ""
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
@@ -155,6 +156,7 @@ class TabletopEnv(gym.Env):
         template = self.instruction_templates[rng.integers(len(self.instruction_templates))]
         self.instruction = template.format(**self.goal)
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        self._contact_force = self._max_contact_force()
         return self._observation(), self._info()
 
     def step(self, action):
@@ -162,12 +164,14 @@ class TabletopEnv(gym.Env):
         tip = self.data.site_xpos[self._tip_site].copy()
         target = np.clip(tip + action[:3].astype(np.float64) * MAX_MOVE, TIP_LOW, TIP_HIGH)
         self._set_fingers(float(action[3]))
+        self._contact_force = 0.0
         # Ramp the mocap target over the step so the gripper moves at a steady speed rather
         # than jumping (a jump would bat light objects away).
         for i in range(1, RAMP_CHUNKS + 1):
             waypoint = tip + (target - tip) * (i / RAMP_CHUNKS)
             self.data.mocap_pos[self._mocap] = waypoint - self._tip_offset
             mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS // RAMP_CHUNKS)
+            self._contact_force = max(self._contact_force, self._max_contact_force())
         info = self._info()
         reward = float(sum(v for k, v in info.items() if k.startswith("reward/")))
         return self._observation(), reward, info["is_success"], False, info
@@ -208,6 +212,12 @@ class TabletopEnv(gym.Env):
 
     def body_pos(self, name: str) -> np.ndarray:
         return self.data.body(name).xpos.copy()
+
+    def body_speed(self, name: str) -> float:
+        """Linear speed (m/s) of a free-joint body."""
+        joint = self.model.body(name).jntadr[0]
+        adr = self.model.jnt_dofadr[joint]
+        return float(np.linalg.norm(self.data.qvel[adr : adr + 3]))
 
     def touching(self, geoms_a: frozenset[int], geoms_b: frozenset[int]) -> bool:
         """Whether any geom of `geoms_a` is in contact with any geom of `geoms_b`."""
@@ -289,20 +299,24 @@ class TabletopEnv(gym.Env):
     def _info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"is_success": bool(self._goal_satisfied(self.goal))}
         info.update({f"reward/{k}": float(v) for k, v in self._reward_terms().items()})
-        info["contact_force"] = self._max_contact_force()
+        info["contact_force"] = self._contact_force
         info["objects_off_table"] = self._objects_off_table()
         return info
 
     def _max_contact_force(self) -> float:
+        """Largest contact normal force (N) now; with elliptic cones it is the first efc row."""
         ncon = self.data.ncon
         if ncon == 0:
             return 0.0
+        if self.model.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC:
+            rows = self.data.contact.efc_address[:ncon]
+            return float(np.abs(self.data.efc_force[rows[rows >= 0]]).max(initial=0.0))
         force = np.zeros(6)
         best = 0.0
         for i in range(ncon):
             mujoco.mj_contactForce(self.model, self.data, i, force)
             best = max(best, abs(force[0]))
-        return float(best)
+        return best
 
     def _objects_off_table(self) -> int:
         count = 0
