@@ -24,6 +24,7 @@ from agent.families import (
     processor_inputs,
     text_positions,
 )
+from agent.prefix_cache import PrefixCache, weights_fingerprint
 from agent.presets import get_preset
 from agent.prompt import PromptPieces, judge_prompt_text, prompt_text
 from agent.tokenizer import action_token
@@ -78,6 +79,9 @@ class Policy:
         self._pieces = (
             PromptPieces(self.tokenizer, settings.image_seq_len) if settings.fast_path else None
         )
+        self._prefix = PrefixCache()
+        self.reuse_prefix = True
+        """Keep the instruction's key/value cache between `act` calls (fast path only)."""
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -124,11 +128,15 @@ class Policy:
         return lora.base_model(self.model)
 
     # ----------------------------------------------------------------- inputs
-    def _prompt_inputs(self, images, instructions, states) -> dict[str, torch.Tensor]:
+    def _observations(self, images, instructions, states):
         images = check_images(images, self.settings.image_size)
         instructions = check_instructions(instructions, len(images))
         states = check_states(states, len(images), self.settings.use_state)
         rows = [None] * len(images) if states is None else list(states)
+        return images, instructions, rows
+
+    def _prompt_inputs(self, images, instructions, states) -> dict[str, torch.Tensor]:
+        images, instructions, rows = self._observations(images, instructions, states)
         if self._pieces is not None:
             seqs = [
                 self._pieces.instruction_ids(i) + self._pieces.suffix_ids(s)
@@ -145,6 +153,38 @@ class Policy:
         inputs = processor_inputs(self.processor, self.family, images, texts)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         return add_position_ids(self.backbone, self.family, inputs)
+
+    def _prefix_cached_inputs(self, images, instructions, states) -> dict[str, torch.Tensor]:
+        """Prefill inputs that reuse the instruction prefix's key/value cache (fast path).
+
+        Every row's suffix (image, state, action marker) has the same length, so the layout
+        [pads | instruction | suffix] is exactly the one `_prompt_inputs` builds.
+        """
+        images, instructions, rows = self._observations(images, instructions, states)
+        key = (weights_fingerprint(self.model), tuple(instructions), str(self.device))
+        cache = self._prefix.lookup(key)
+        if cache is None:
+            prefix = self._left_pad([self._pieces.instruction_ids(i) for i in instructions])
+            mask = prefix["attention_mask"]
+            out = self.model(
+                input_ids=prefix["input_ids"],
+                attention_mask=mask,
+                position_ids=text_positions(mask),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = self._prefix.store(key, out.past_key_values, mask)
+        prefix_mask = self._prefix.mask
+        suffix = torch.tensor([self._pieces.suffix_ids(s) for s in rows], device=self.device)
+        mask = torch.cat([prefix_mask, torch.ones_like(suffix)], dim=1)
+        lengths = prefix_mask.sum(1, keepdim=True)
+        return {
+            "input_ids": suffix,
+            "attention_mask": mask,
+            "position_ids": lengths + torch.arange(suffix.shape[1], device=self.device),
+            "pixel_values": self._pixel_values(images),
+            "past_key_values": cache,
+        }
 
     def _left_pad(self, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
         length = max(len(s) for s in seqs)
@@ -206,8 +246,15 @@ class Policy:
         top_k: int = 0,
         generator: torch.Generator | None = None,
     ) -> ActOutput:
-        """Actions for a batch: one prefill forward, then one cached step per further dimension."""
-        inputs = self._prompt_inputs(images, instructions, states)
+        """Actions for a batch: one prefill forward, then one cached step per further dimension.
+
+        On the fast path the instruction's key/value cache is kept between calls with the same
+        instructions and weights (see `agent.prefix_cache`); `reuse_prefix = False` turns that off.
+        """
+        if self._pieces is not None and self.reuse_prefix:
+            inputs = self._prefix_cached_inputs(images, instructions, states)
+        else:
+            inputs = self._prompt_inputs(images, instructions, states)
         mask, positions = inputs["attention_mask"], inputs["position_ids"]
         out = self.model(**inputs, use_cache=True, logits_to_keep=1)
         bins, logprobs = [], []

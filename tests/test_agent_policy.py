@@ -122,3 +122,44 @@ def test_save_and_load_give_identical_actions(policy, batch, tmp_path):
     expected, got = policy.act(*batch), loaded.act(*batch)
     np.testing.assert_array_equal(got.bins, expected.bins)
     np.testing.assert_array_equal(got.logprobs, expected.logprobs)
+
+
+def test_instruction_prefix_is_reused_within_an_episode_and_matches(policy, batch):
+    images, instructions, states = batch
+    rng = np.random.default_rng(5)
+    policy._prefix.clear()
+    hits, misses = policy._prefix.hits, policy._prefix.misses
+    for _ in range(3):
+        images = rng.integers(0, 256, size=images.shape, dtype=np.uint8)
+        policy.reuse_prefix = True
+        cached = policy.act(images, instructions, states)
+        policy.reuse_prefix = False
+        fresh = policy.act(images, instructions, states)
+        np.testing.assert_array_equal(cached.bins, fresh.bins)
+        np.testing.assert_allclose(cached.logprobs, fresh.logprobs, atol=1e-5)
+        teacher = policy.action_logprobs(images, instructions, states, cached.bins)
+        np.testing.assert_allclose(teacher.detach().numpy(), cached.logprobs, atol=1e-4)
+    policy.reuse_prefix = True
+    assert policy._prefix.misses - misses == 1 and policy._prefix.hits - hits == 2
+
+
+def test_prefix_is_recomputed_after_a_weight_update(batch):
+    policy = Policy.from_preset("tiny", seed=1)
+    images, instructions, states = batch
+    before = policy.act(images, instructions, states)
+    optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=0.5)
+    loss = -policy.action_logprobs(images, instructions, states, (before.bins + 7) % 256).sum()
+    loss.backward()
+    optimizer.step()
+    cached = policy.act(images, instructions, states)
+    policy.reuse_prefix = False
+    fresh = policy.act(images, instructions, states)
+    np.testing.assert_allclose(cached.logprobs, fresh.logprobs, atol=1e-5)
+    assert not np.allclose(cached.logprobs, before.logprobs, atol=1e-3)
+    instructions = ["another instruction"] + instructions[1:]
+    policy.reuse_prefix = True
+    cached = policy.act(images, instructions, states)
+    policy.reuse_prefix = False
+    np.testing.assert_allclose(
+        cached.logprobs, policy.act(images, instructions, states).logprobs, atol=1e-5
+    )
