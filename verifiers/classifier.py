@@ -35,7 +35,7 @@ class ClassifierConfig:
     """Instruction embedding width."""
     epochs: int = 30
     """Passes over the training episodes."""
-    batch_size: int = 32
+    batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     threshold: float = 0.5
@@ -45,29 +45,32 @@ class ClassifierConfig:
 
 
 class _Network(nn.Module):
+    """The instruction modulates the first layer's features (FiLM), so the trunk sees the image
+    through the instruction (which colour, which object) before any spatial mixing."""
+
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         c = config.channels
-        self.trunk = nn.Sequential(
-            nn.Conv2d(3, c, 5, stride=2, padding=2),
-            nn.GELU(),
-            nn.Conv2d(c, c, 3, stride=2, padding=1),
-            nn.GELU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
-        )
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
         self.text = nn.EmbeddingBag(config.text_buckets, config.text_dim, mode="mean")
-        self.film = nn.Linear(config.text_dim, 4 * c)
-        self.head = nn.Sequential(nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.GELU())
-        self.out = nn.Linear(2 * c, 1)
+        self.film = nn.Linear(config.text_dim, 2 * c)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(c, c, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.out = nn.Linear(4 * c, 1)
 
     def forward(
         self, images: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor
     ) -> torch.Tensor:
-        x = self.trunk(images)
         gamma, beta = self.film(self.text(ids, offsets)).chunk(2, dim=-1)
-        x = F.gelu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None])
-        x = self.head(x)
-        return self.out(x.amax(dim=(2, 3))).squeeze(-1)
+        x = self.stem(images - 0.5)
+        x = self.trunk(F.relu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]))
+        return self.out(torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=-1)).squeeze(-1)
 
 
 def _images(episodes: Sequence[Episode], name: str) -> torch.Tensor:
@@ -121,7 +124,7 @@ class SuccessClassifier:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
                 correct += int(((logits > 0).float() == labels[batch]).sum())
             stats = {"loss": total / len(order), "train_accuracy": correct / len(order)}
         self.network.eval()
@@ -192,6 +195,14 @@ def _batch_text(
 
 
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Small random brightness changes, so the classifier keys on geometry rather than exact pixels."""
+    """Random shifts of up to 3 pixels and small brightness changes: success is a matter of where
+    things are relative to each other, not of exact pixels."""
+    pad = 3
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    height, width = images.shape[-2:]
+    out = torch.empty_like(images)
+    shifts = torch.randint(0, 2 * pad + 1, (images.shape[0], 2), generator=generator).tolist()
+    for i, (dy, dx) in enumerate(shifts):
+        out[i] = padded[i, :, dy : dy + height, dx : dx + width]
     scale = 1 + 0.1 * (torch.rand(images.shape[0], 1, 1, 1, generator=generator) - 0.5)
-    return (images * scale).clamp(0, 1)
+    return (out * scale).clamp(0, 1)

@@ -30,9 +30,9 @@ class JudgeConfig:
 
     question: str = QUESTION
     """The prompt after the image; `{instruction}` is replaced by the episode's instruction."""
-    yes: str = " yes"
+    yes: str = "yes"
     """Text whose first token means a pass."""
-    no: str = " no"
+    no: str = "no"
     """Text whose first token means a fail."""
     lora_r: int = 0
     """LoRA rank; 0 fine-tunes every weight (the right choice for the fresh-weight presets)."""
@@ -126,7 +126,7 @@ class MLLMJudge:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
                 correct += int((logits.argmax(-1) == target).sum())
             stats = {"loss": total / len(order), "train_accuracy": correct / len(order)}
         self.policy.model.eval()
