@@ -51,7 +51,9 @@ class CollectSection:
 class VerifySection:
     verifiers: list[str] = field(default_factory=lambda: ["environment", "rules"])
     """Verifiers whose verdicts must all pass for an episode to count as verified: `environment`
-    (the episode's own success), `rules` (every rule of `verifiers.rules.default_rules`)."""
+    (the episode's own success), `rules` (every rule of `verifiers.rules.default_rules`), or one
+    rule by name (`action_saturation`, `contact_force`, `objects_off_table`, `finite_state`,
+    `time_limit`)."""
 
 
 @dataclass
@@ -106,6 +108,10 @@ class CampaignConfig:
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ValueError("tasks is empty; name at least one task")
+        import envs
+
+        for task in self.tasks:
+            envs.resolve(task)  # a ValueError listing the known tasks
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
         unknown = [name for name in self.optimize.sequence if name not in OPTIMIZERS]
@@ -118,9 +124,13 @@ class CampaignConfig:
                 f"collect.episodes_per_task={self.collect.episodes_per_task} is not a multiple of "
                 f"collect.group_size={self.collect.group_size}"
             )
+        from train.organize import verifier_names
+
         for name in self.verify.verifiers:
-            if name not in ("environment", "rules"):
-                raise ValueError(f"unknown verifier {name!r}; expected 'environment' or 'rules'")
+            if name not in verifier_names():
+                raise ValueError(
+                    f"unknown verifier {name!r} in verify.verifiers; expected any of {verifier_names()}"
+                )
 
 
 def preset_names() -> list[str]:

@@ -12,9 +12,16 @@ from train.config import ConfigError, dump_toml, to_dict
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout
-    )
+    """Our progress lines on stdout; other libraries' INFO chatter and load bars stay quiet."""
+    import transformers
+
+    logger = logging.getLogger("autodidact")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    transformers.logging.disable_progress_bar()
 
 
 def run(args: argparse.Namespace) -> int:

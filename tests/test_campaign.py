@@ -1,0 +1,103 @@
+"""The campaign end to end through the command line: artifacts, kill-and-resume, bad configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+CLI = [sys.executable, "-m", "train.cli"]
+TIMING = ("per_s", "seconds", "time")
+
+
+def _run(args, **kwargs):
+    return subprocess.run(
+        CLI + args, env=ENV, capture_output=True, text=True, timeout=1200, **kwargs
+    )
+
+
+def _comparable(rows):
+    return [{k: v for k, v in row.items() if not any(t in k for t in TIMING)} for row in rows]
+
+
+def _rows(run: Path):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("campaign") / "tiny"
+    proc = _run(["run", "--preset", "tiny", "--out", str(out)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+@pytest.mark.slow
+def test_tiny_campaign_writes_every_artifact(tiny_run):
+    out, stdout = tiny_run
+    rows = _rows(out)
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    for r in rows:
+        assert 0.0 <= r["eval/ci_low"] <= r["eval/success_rate"] <= r["eval/ci_high"] <= 1.0
+    assert rows[0]["demos/episodes"] == 8 and rows[1]["rollout/episodes"] == 16
+    assert "train/sft_loss" in rows[0] and "organize/sft_episodes" in rows[1]
+    for k in range(3):
+        assert (out / "checkpoints" / f"round_{k}" / "config.json").is_file()
+        videos = list((out / "videos" / f"round_{k}").glob("*.mp4"))
+        assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
+    for k in (1, 2):
+        verdicts = (out / "verdicts" / f"round_{k}.jsonl").read_text().splitlines()
+        assert {json.loads(v)["verifier"] for v in verdicts} >= {"environment", "time_limit"}
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert (out / "success_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "config.toml").is_file() and json.loads((out / "state.json").read_text()) == {
+        "completed_round": 2
+    }
+    assert (
+        len(list((out / "episodes").glob("part-*.parquet"))) == 1 + 2 + 2
+    )  # demos, 2 chunks x 2 rounds
+    summary = (out / "summary.md").read_text()
+    assert "**mean**" in summary and "ReachBall-v0" in summary and summary.strip() in stdout
+    assert "round 1:" in stdout and "collect" not in summary
+
+
+@pytest.mark.slow
+def test_killed_campaign_resumes_to_the_same_result(tiny_run, tmp_path):
+    reference, _ = tiny_run
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(CLI + ["run", "--preset", "tiny", "--out", str(out)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 900
+    # Kill once the first chunk of round 1 is in the store: mid-round, between two chunks.
+    while time.time() < deadline and len(list((out / "episodes").glob("part-*.parquet"))) < 2:
+        assert proc.poll() is None, "campaign ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.jsonl").exists() or len(_rows(out)) < 3
+
+    resumed = _run(["run", "--resume", "--out", str(out)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _comparable(_rows(out)) == _comparable(_rows(reference))
+    from train.store import EpisodeStore
+
+    a, b = EpisodeStore(reference / "episodes").load(), EpisodeStore(out / "episodes").load()
+    assert sorted(e.episode_id for e in a) == sorted(
+        e.episode_id for e in b
+    )  # none lost, none twice
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    proc = _run(["run", "--preset", "tiny", "--out", str(tmp_path / "x"), "collect.episodes=3"])
+    assert proc.returncode == 2
+    assert "unknown key 'collect.episodes'" in proc.stderr and "episodes_per_task" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = _run(["run", "--preset", "tiny", "--out", str(tmp_path / "y"), 'tasks=["reachh"]'])
+    assert proc.returncode == 2 and "unknown task 'reachh'" in proc.stderr
+    proc = _run(["run", "--resume", "--out", str(tmp_path / "nothing")])
+    assert proc.returncode == 2 and "cannot resume" in proc.stderr

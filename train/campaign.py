@@ -1,0 +1,245 @@
+"""The self-improvement campaign: seed a policy from a few demonstrations, then round after round
+collect, verify, organize, optimize, evaluate and checkpoint; resumable from its directory.
+
+A campaign directory holds everything needed to resume, plot and audit it::
+
+    config.toml            the resolved configuration
+    state.json             the last completed step (for people; resuming reads the artifacts)
+    episodes/              the episode store (every collected episode, demonstrations included)
+    verdicts/round_K.jsonl every verifier's verdict on round K's episodes
+    checkpoints/round_K/   the policy after round K (round 0: the seed policy)
+    metrics.jsonl          one record per round: rollout, verify, organize, train and eval metrics
+    tb/                    the same metrics for TensorBoard
+    videos/round_K/        MP4s of evaluation episodes
+    success_curve.png      held-out success per round, per task and mean, 95% Wilson intervals
+    summary.md             seed -> final success per task
+
+Every file is written to a temporary name and renamed, and every step is a deterministic function of
+the config and what earlier steps wrote, so a killed campaign resumes where it stopped and ends
+with the same result as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import envs
+from agent import Policy
+from train import organize
+from train.campaign_config import CampaignConfig
+from train.collect import Job, collect_episodes
+from train.config import dump_toml, to_dict
+from train.evaluate import eval_metrics, evaluate, task_name, write_video
+from train.progress import progress_bar
+from train.runlog import RunLog, atomic_write_text
+from train.store import EpisodeStore
+from verifiers.episode import EXPERT_POLICY_ID, Episode
+
+log = logging.getLogger("autodidact")
+
+ROLLOUT_SEED_STRIDE = 1_000_000
+"""Round K's rollouts use seeds K * stride + i; demonstrations use 0..N-1; evaluation 10_000_000 + i."""
+
+
+class Campaign:
+    """One campaign directory and the policy it is improving."""
+
+    def __init__(self, config: CampaignConfig, out_dir: str | Path):
+        self.config = config
+        self.out = Path(out_dir)
+        self.task_ids = [envs.resolve(t) for t in config.tasks]
+        self.store = EpisodeStore(self.out / "episodes")
+        self.runlog = RunLog(self.out)
+        self.policy: Policy | None = None
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.toml", dump_toml(to_dict(cfg)) + "\n")
+        for k in range(cfg.rounds + 1):
+            if self.runlog.has_round(k):
+                log.info("round %d: already complete, skipping", k)
+                continue
+            record = self.seed_round() if k == 0 else self.improve_round(k)
+            record.update(self.evaluate_round(k))
+            self.runlog.append(k, record)
+            self._report(k, record)
+        return self.finish()
+
+    def seed_round(self) -> dict[str, Any]:
+        """Round 0: fit a fresh policy to a few scripted demonstrations per task."""
+        cfg = self.config
+        if self._checkpoint(0).exists():
+            self.policy = self._load(0)
+            return self.runlog.partial(0)
+        jobs = [
+            Job(t, i, "demo") for t in self.task_ids for i in range(cfg.demos.episodes_per_task)
+        ]
+        demos = self._collect(0, jobs, EXPERT_POLICY_ID, "demos")
+        policy = self._fresh_policy()
+        metrics = organize.run_update("sft", policy, demos, cfg.demos.sft, seed=cfg.seed)
+        record = {
+            "demos/episodes": len(demos),
+            "demos/successes": sum(e.is_success for e in demos),
+            **metrics,
+        }
+        self.runlog.save_partial(0, record)
+        self._save(0, policy)
+        return record
+
+    def improve_round(self, k: int) -> dict[str, Any]:
+        """Round k >= 1: collect with the last policy, verify, organize, optimize, checkpoint."""
+        cfg = self.config
+        if self._checkpoint(k).exists():
+            self.policy = self._load(k)
+            return self.runlog.partial(k)
+        self.policy = self._load(k - 1)
+        seeds_per_task = cfg.collect.episodes_per_task // cfg.collect.group_size
+        jobs = [
+            Job(t, k * ROLLOUT_SEED_STRIDE + i, f"g{g}")
+            for t in self.task_ids
+            for i in range(seeds_per_task)
+            for g in range(cfg.collect.group_size)
+        ]
+        episodes = self._collect(k, jobs, self.policy, f"round {k}: collect")
+        record: dict[str, Any] = {
+            "rollout/episodes": len(episodes),
+            "rollout/successes": sum(e.is_success for e in episodes),
+            "rollout/success_rate": sum(e.is_success for e in episodes) / max(1, len(episodes)),
+        }
+        verdicts = organize.verify(episodes, cfg.verify.verifiers)
+        self.runlog.write_verdicts(k, verdicts)
+        data = organize.build_round_data(self.store, self.runlog, k, episodes, verdicts, cfg)
+        record.update(data.metrics)
+        for name in cfg.optimize.sequence:
+            update_config = getattr(cfg.optimize, name)
+            payload = data.payload(name)
+            if not payload:
+                log.info("round %d: %s skipped, no data (%s)", k, name, data.why_empty(name))
+                record[f"train/{name}_skipped"] = 1
+                continue
+            record.update(
+                organize.run_update(
+                    name, self.policy, payload, update_config, seed=cfg.seed * 1000 + k
+                )
+            )
+        self.runlog.save_partial(k, record)
+        self._save(k, self.policy)
+        return record
+
+    def evaluate_round(self, k: int) -> dict[str, Any]:
+        cfg = self.config
+        with progress_bar(
+            len(self.task_ids) * cfg.eval.episodes_per_task, f"round {k}: eval"
+        ) as bar:
+            results, episodes = evaluate(
+                self.policy,
+                self.task_ids,
+                cfg.eval.episodes_per_task,
+                num_envs=cfg.collect.num_envs,
+                image_size=cfg.image_size,
+                round=k,
+                vectorization=cfg.collect.vectorization,
+                progress=bar.update,
+            )
+        for task_id in self.task_ids:
+            mine = [e for e in episodes if e.task_id == task_id][: cfg.eval.videos_per_task]
+            for e in mine:
+                outcome = "success" if e.is_success else "failure"
+                write_video(
+                    e,
+                    self.out
+                    / "videos"
+                    / f"round_{k}"
+                    / f"{task_name(task_id)}_s{e.env_seed}_{outcome}.mp4",
+                )
+        return eval_metrics(results)
+
+    def finish(self) -> dict[str, Any]:
+        from train.plots import plot_campaign
+
+        plot_campaign(self.out)
+        table = self.runlog.summary_table(self.task_ids)
+        atomic_write_text(self.out / "summary.md", table + "\n")
+        print(table)
+        return self.runlog.rows()[-1]
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _collect(self, k: int, jobs: list[Job], policy: Any, desc: str) -> list[Episode]:
+        """Collect `jobs` in stored chunks, skipping chunks a previous (killed) run already stored."""
+        cfg = self.config
+        size = cfg.collect.chunk_episodes
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        stored = {e.episode_id: e for e in self.store.load(where={"round": k}, with_frames=True)}
+        episodes: list[Episode] = []
+        with progress_bar(len(jobs), desc) as bar:
+            for c, chunk in enumerate(chunks):
+                ids = [f"r{k}/{j.task_id}/s{j.seed}/{j.tag}" for j in chunk]
+                if all(i in stored for i in ids):
+                    episodes += [stored[i] for i in ids]
+                    bar.update(len(chunk))
+                    continue
+                new = collect_episodes(
+                    chunk,
+                    policy,
+                    num_envs=cfg.collect.num_envs,
+                    image_size=cfg.image_size,
+                    round=k,
+                    temperature=cfg.collect.temperature,
+                    top_k=cfg.collect.top_k,
+                    seed=cfg.seed * 1_000_003 + k * 1009 + c,
+                    vectorization=cfg.collect.vectorization,
+                    progress=bar.update,
+                )
+                self.store.append(new)
+                episodes += new
+        return episodes
+
+    def _fresh_policy(self) -> Policy:
+        cfg = self.config.policy
+        if Path(cfg.preset).exists():
+            return Policy.from_pretrained(cfg.preset, device=self._device())
+        return Policy.from_preset(cfg.preset, seed=self.config.seed, device=self._device())
+
+    def _device(self) -> str:
+        device = self.config.policy.device
+        if device == "auto":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return device
+
+    def _checkpoint(self, k: int) -> Path:
+        return self.out / "checkpoints" / f"round_{k}"
+
+    def _save(self, k: int, policy: Policy) -> None:
+        final = self._checkpoint(k)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        policy.policy_id = f"round_{k}"
+        policy.save_pretrained(tmp)
+        tmp.rename(final)
+        self.policy = self._load(k)
+
+    def _load(self, k: int) -> Policy:
+        return Policy.from_pretrained(self._checkpoint(k), device=self._device())
+
+    def _report(self, k: int, record: dict[str, Any]) -> None:
+        keys = [
+            "demos/episodes", "rollout/episodes", "rollout/successes", "verify/passed",
+            "organize/relabelled", "organize/sft_episodes", "organize/rl_groups",
+            "organize/dpo_pairs", "train/sft_loss", "train/rl_loss", "train/dpo_loss",
+            "eval/success_rate",
+        ]  # fmt: skip
+        parts = [f"{key.split('/', 1)[1]}={_fmt(record[key])}" for key in keys if key in record]
+        log.info("round %d: %s", k, " ".join(parts))
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
