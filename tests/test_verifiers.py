@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from episodes_helper import episodes
 
+import envs
 from verifiers import (
     ActionSaturationRule,
     AllOf,
@@ -168,3 +169,11 @@ def test_composition_rejects_bad_members(expert):
         AllOf(lambda episodes: [])
     with pytest.raises(ValueError, match="at least one verifier"):
         AnyOf()
+
+
+@pytest.mark.parametrize("task", envs.TASK_IDS)
+def test_default_rules_pass_every_task_expert(task):
+    demos = list(episodes(task, (0, 1, 2), "expert", 32))
+    assert all(e.is_success for e in demos)
+    verdicts = AllOf(EnvironmentVerifier(), *default_rules()).verify(demos)
+    assert all(v.passed for v in verdicts), [v.reason for v in verdicts]

@@ -69,7 +69,8 @@ class ContactForceRule:
     """
 
     max_force: float = 200.0
-    """Largest tolerated contact normal force, N."""
+    """Largest tolerated contact normal force, N. The scripted experts of the six built-in tasks
+    peak below 40 N; perturbed and random actions reach 100-270 N."""
     name: str = "contact_force"
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:

@@ -1,0 +1,189 @@
+"""Precision, recall and accuracy of the learned verifiers against the environment's own success check.
+
+Collects environment-labelled episodes (scripted expert, perturbed expert, uniform random, and
+"distracted" expert that goes for another object of the same task), splits them by seed into train
+and held-out sets, trains the success classifier and the MLLM judge on the train split, and scores
+both on the held-out split. Prints a Markdown table and writes JSON.
+
+    python bench/verifier_accuracy.py --train-seeds 60 --test-seeds 25 --out /tmp/verifier_accuracy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+import envs
+from agent.action_tokens import actions_to_bins, bins_to_actions
+from verifiers.classifier import ClassifierConfig, SuccessClassifier
+from verifiers.episode import Episode
+from verifiers.judge import JudgeConfig, MLLMJudge
+from verifiers.metrics import agreement
+
+MODES = ("expert", "perturbed", "random", "distracted")
+
+
+def choose_action(env, mode: str, rng: np.random.Generator, other_goal) -> np.ndarray:
+    task = env.unwrapped
+    if mode == "random":
+        return rng.uniform(-1, 1, 4)
+    if mode == "distracted":
+        goal, task.goal = task.goal, other_goal
+        try:
+            return task.expert_action()
+        finally:
+            task.goal = goal
+    action = task.expert_action()
+    if mode == "perturbed":
+        action = action + rng.normal(0.0, 0.6, 4)
+    return action
+
+
+def rollout(env, task_id: str, seed: int, mode: str) -> Episode:
+    """One episode, recorded as the collector records it (actions quantized to bins)."""
+    rng = np.random.default_rng([seed, MODES.index(mode)])
+    obs, _ = env.reset(seed=seed)
+    instruction = obs["instruction"]
+    task = env.unwrapped
+    others = [g for g in task._possible_goals() if g != task.goal]
+    other_goal = others[rng.integers(len(others))] if others else task.goal
+    frames, states, actions, bins, rewards, infos = [obs["image"]], [obs["state"]], [], [], [], []
+    while True:
+        b = actions_to_bins(np.clip(choose_action(env, mode, rng, other_goal), -1, 1))
+        a = bins_to_actions(b)
+        obs, reward, terminated, truncated, info = env.step(a)
+        actions.append(a), bins.append(b), rewards.append(reward), infos.append(info)
+        frames.append(obs["image"]), states.append(obs["state"])
+        if terminated or truncated:
+            break
+    numeric = [k for k, v in infos[0].items() if isinstance(v, bool | int | float)]
+    return Episode(
+        task_id=task_id,
+        env_seed=seed,
+        instruction=instruction,
+        actions=np.stack(actions),
+        action_bins=np.stack(bins),
+        logprobs=np.full((len(actions), 4), np.nan, np.float32),
+        rewards=np.asarray(rewards, np.float32),
+        is_success=bool(infos[-1]["is_success"]),
+        truncated=bool(truncated and not terminated),
+        states=np.stack(states),
+        frames=np.stack(frames),
+        step_info={k: np.asarray([i[k] for i in infos], np.float32) for k in numeric},
+        achieved=task.achieved_instructions(),
+        policy_id=mode,
+        episode_id=f"{task_id}/s{seed}/{mode}",
+    )
+
+
+def collect(task_ids: list[str], seeds: range, image_size: int) -> list[Episode]:
+    episodes = []
+    for task_id in task_ids:
+        env = envs.make(task_id, image_size=image_size)
+        try:
+            episodes += [rollout(env, task_id, s, m) for s in seeds for m in MODES]
+        finally:
+            env.close()
+    return episodes
+
+
+def describe(episodes: list[Episode]) -> str:
+    successes = sum(e.is_success for e in episodes)
+    return f"{len(episodes)} episodes, {successes} successes"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tasks", nargs="*", default=None, help="short names or ids (default: all)"
+    )
+    parser.add_argument("--train-seeds", type=int, default=60, help="seeds per task for training")
+    parser.add_argument("--test-seeds", type=int, default=25, help="held-out seeds per task")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--classifier-epochs", type=int, default=30)
+    parser.add_argument(
+        "--judge-train", type=int, default=240, help="judge training episodes (subsample)"
+    )
+    parser.add_argument("--judge-epochs", type=int, default=3)
+    parser.add_argument("--skip-judge", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="verifier_accuracy.json")
+    args = parser.parse_args()
+
+    task_ids = [envs.resolve(t) for t in args.tasks] if args.tasks else list(envs.TASK_IDS)
+    start = time.perf_counter()
+    train = collect(task_ids, range(0, args.train_seeds), args.image_size)
+    test = collect(task_ids, range(100_000, 100_000 + args.test_seeds), args.image_size)
+    print(
+        f"collected train: {describe(train)}; held-out: {describe(test)} "
+        f"({time.perf_counter() - start:.0f} s)",
+        flush=True,
+    )
+
+    results = {}
+    t = time.perf_counter()
+    classifier = SuccessClassifier(ClassifierConfig(epochs=args.classifier_epochs, seed=args.seed))
+    fit = classifier.fit(train)
+    results["success_classifier"] = {
+        **agreement(classifier.verify(test), test),
+        "n_train": len(train),
+        "train_accuracy": fit["train_accuracy"],
+        "seconds": time.perf_counter() - t,
+    }
+    print("success_classifier", results["success_classifier"], flush=True)
+
+    if not args.skip_judge:
+        t = time.perf_counter()
+        rng = np.random.default_rng(args.seed)
+        subset = [train[i] for i in rng.permutation(len(train))[: args.judge_train]]
+        judge = MLLMJudge(config=JudgeConfig(epochs=args.judge_epochs, seed=args.seed))
+        fit = judge.fit(subset)
+        results["mllm_judge"] = {
+            **agreement(judge.verify(test), test),
+            "n_train": len(subset),
+            "train_accuracy": fit["train_accuracy"],
+            "seconds": time.perf_counter() - t,
+        }
+        print("mllm_judge", results["mllm_judge"], flush=True)
+
+    per_task = {
+        name: {
+            task_id: agreement(verifier.verify(part), part)["accuracy"]
+            for task_id in task_ids
+            if (part := [e for e in test if e.task_id == task_id])
+        }
+        for name, verifier in [("success_classifier", classifier)]
+        + ([] if args.skip_judge else [("mllm_judge", judge)])
+    }
+    report = {
+        "command": "python bench/verifier_accuracy.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)
+        ),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU",
+        "tasks": task_ids,
+        "train": describe(train),
+        "held_out": describe(test),
+        "results": results,
+        "per_task_accuracy": per_task,
+    }
+    with open(args.out, "w") as handle:
+        json.dump(report, handle, indent=2)
+    print("\n| verifier | train episodes | held-out episodes | precision | recall | accuracy |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['n_train']} | {int(r['n'])} | {r['precision']:.3f} | "
+            f"{r['recall']:.3f} | {r['accuracy']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
