@@ -47,9 +47,16 @@ def trajectory_sums(step_values: torch.Tensor, trajectory: torch.Tensor, n: int)
     return totals.index_add(0, trajectory.to(step_values.device), step_values.sum(-1))
 
 
-def _batch_loss(policy, steps: StepSet, ref: torch.Tensor, config: DPOConfig, scale: float):
-    """Back-propagate `scale` x the DPO loss of one batch; `steps` hold its chosen then rejected
-    trajectories, numbered 0..2b-1 in `steps.episode_index`; `ref` [2b] their reference sums."""
+def backward_pairs(
+    policy, steps: StepSet, ref: torch.Tensor, config: DPOConfig, scale: float = 1.0
+):
+    """Back-propagate `scale` x the DPO loss of one batch of b pairs; return (loss, metrics).
+
+    `steps` hold the batch's chosen then rejected trajectories, numbered 0..2b-1 in
+    `steps.episode_index`; `ref` [2b] are their reference log-probs. Steps beyond
+    `config.forward_chunk` are handled in two passes (see the module docstring); the gradient
+    is the same either way.
+    """
     b = len(ref) // 2
     trajectory = torch.from_numpy(steps.episode_index)
     if len(steps) <= config.forward_chunk:
@@ -109,7 +116,7 @@ def dpo_update(
                 batch.episode_index = np.repeat(
                     np.arange(len(trajectories)), [len(rows_of[t]) for t in trajectories]
                 )
-                loss, m = _batch_loss(
+                loss, m = backward_pairs(
                     policy, batch, ref[torch.from_numpy(trajectories)], config, opt.loss_scale
                 )
                 for key, value in {"loss": loss, **m}.items():

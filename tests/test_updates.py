@@ -1,0 +1,249 @@
+"""SFT, RL and DPO updates on real ReachBall episodes: weights move (only LoRA's when LoRA is on),
+each update improves its own objective, and runs are deterministic under a seed."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from agent.action_tokens import actions_to_bins, bins_to_actions
+from agent.policy import Policy
+from train.batching import episode_steps, step_logprobs
+from train.datasets import DPOPair, RLGroup
+from train.dpo import backward_pairs, dpo_objective, dpo_update, pair_steps
+from train.optim import DPOConfig, RLConfig, SFTConfig
+from train.rl import rl_objective, rl_update
+from train.sft import sft_objective, sft_update
+from verifiers.episode import Episode
+
+TASK = "reach"
+SEEDS = (0, 1, 2)
+MAX_STEPS = 10
+
+
+def rollout(seed: int, actor, policy: Policy | None = None, generator=None) -> Episode:
+    """One episode of `actor` ("expert", "random" or "policy": sampled at temperature 1)."""
+    env = envs.make(TASK, max_episode_steps=MAX_STEPS)
+    obs, _ = env.reset(seed=seed)
+    frames, states, bins, logprobs, rewards = [obs["image"]], [obs["state"]], [], [], []
+    rng = np.random.default_rng(seed)
+    done, info, terminated = False, {}, False
+    while not done:
+        if actor == "expert":
+            b, lp = actions_to_bins(env.unwrapped.expert_action()), np.full(4, np.nan)
+        elif actor == "random":
+            b, lp = rng.integers(0, 256, 4), np.full(4, np.nan)
+        else:
+            out = policy.act(
+                obs["image"][None], [obs["instruction"]], obs["state"][None], greedy=False,
+                generator=generator,
+            )  # fmt: skip
+            b, lp = out.bins[0], out.logprobs[0]
+        obs, reward, terminated, truncated, info = env.step(bins_to_actions(b))
+        done = terminated or truncated
+        frames.append(obs["image"])
+        states.append(obs["state"])
+        bins.append(b)
+        logprobs.append(lp)
+        rewards.append(reward)
+    env.close()
+    action_bins = np.array(bins, dtype=np.int64)
+    return Episode(
+        task_id=envs.resolve(TASK), env_seed=seed, instruction=obs["instruction"],
+        actions=bins_to_actions(action_bins), action_bins=action_bins,
+        logprobs=np.array(logprobs, dtype=np.float32), rewards=np.array(rewards, dtype=np.float32),
+        is_success=bool(info["is_success"]), truncated=not terminated,
+        states=np.array(states, dtype=np.float32), frames=np.array(frames, dtype=np.uint8),
+        policy_id=actor if isinstance(actor, str) and actor != "policy" else "tiny-seed0",
+        episode_id=f"{actor}/s{seed}",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demos() -> list[Episode]:
+    episodes = [rollout(s, "expert") for s in SEEDS]
+    assert all(e.is_success for e in episodes)
+    return episodes
+
+
+@pytest.fixture(scope="module")
+def failures() -> list[Episode]:
+    episodes = [rollout(s, "random") for s in SEEDS]
+    assert not any(e.is_success for e in episodes)
+    return episodes
+
+
+@pytest.fixture(scope="module")
+def rl_groups(demos) -> list[RLGroup]:
+    """Per seed: an episode sampled by a fresh tiny policy (recorded log-probs; a failure) and the
+    expert's success scored under that policy, as if it had sampled it."""
+    policy = Policy.from_preset("tiny", seed=0)
+    generator = torch.Generator().manual_seed(0)
+    groups = []
+    for demo in demos:
+        sampled = rollout(demo.env_seed, "policy", policy, generator)
+        success = copy.copy(demo)
+        success.logprobs = step_logprobs(policy, episode_steps([demo])).numpy()
+        members = [success, sampled]
+        rewards = np.array([float(e.is_success) for e in members], dtype=np.float32)
+        assert rewards.tolist() == [1.0, 0.0]
+        groups.append(RLGroup(demo.task_id, demo.env_seed, demo.instruction, members, rewards))
+    return groups
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread while these tests run (restored after): on a shared, loaded 2-core
+    machine two spinning threads are several times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def snapshot(policy: Policy) -> dict[str, torch.Tensor]:
+    """Every weight by its name in the plain model (peft's wrapper prefixes are removed)."""
+    return {
+        name.replace("base_model.model.", "").replace(".base_layer", ""): p.detach().clone()
+        for name, p in policy.model.named_parameters()
+    }
+
+
+def check_moved(policy: Policy, before: dict[str, torch.Tensor], lora: bool) -> None:
+    """Weights moved; with LoRA only adapter weights moved and every base weight is unchanged."""
+    after = snapshot(policy)
+    changed = {n for n, p in after.items() if n not in before or not torch.equal(p, before[n])}
+    assert changed, "no weight moved"
+    if lora:
+        assert all("lora_" in n for n in changed), sorted(n for n in changed if "lora_" not in n)
+        assert any("lora_B" in n for n in changed)
+        assert before.keys() <= after.keys()
+    else:
+        assert len(changed) > 0.5 * len(before), f"only {len(changed)} of {len(before)} moved"
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_sft_update_moves_weights_and_lowers_its_loss(demos, lora):
+    policy = Policy.from_preset("tiny", seed=0)
+    before_loss = sft_objective(policy, demos)
+    before = snapshot(policy)
+    config = SFTConfig(lr=2e-3, epochs=3, batch_size=8, lora=lora, lora_rank=4, seed=1)
+    metrics = sft_update(policy, demos, config)
+    check_moved(policy, before, lora)
+    policy.model.eval()
+    after_loss = sft_objective(policy, demos)
+    assert after_loss < before_loss - 0.5, (before_loss, after_loss)
+    assert metrics["train/sft_loss"] < metrics["train/sft_loss_first_epoch"]
+    assert metrics["train/samples"] == 3 * sum(e.length for e in demos)
+    assert {"train/grad_norm", "train/lr", "train/samples_per_s"} <= metrics.keys()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_rl_update_raises_the_advantaged_episodes(rl_groups, lora):
+    policy = Policy.from_preset("tiny", seed=0)
+    before_obj = rl_objective(policy, rl_groups)
+    assert before_obj == pytest.approx(-np.mean(advantage_per_step(rl_groups)), abs=1e-3)
+    before = snapshot(policy)
+    config = RLConfig(lr=1e-3, epochs=2, batch_size=16, lora=lora, kl_coef=0.1 if lora else 0.0)
+    metrics = rl_update(policy, rl_groups, config)
+    check_moved(policy, before, lora)
+    policy.model.eval()
+    assert rl_objective(policy, rl_groups) < before_obj - 0.05
+    success_logprob = step_logprobs(policy, episode_steps([g.episodes[0] for g in rl_groups]))
+    recorded = np.concatenate([g.episodes[0].logprobs for g in rl_groups])
+    assert success_logprob.sum() > recorded.sum()
+    assert 0.0 < metrics["train/rl_clip_frac"] < 1.0
+    assert (metrics["train/kl"] > 0.0) == lora
+    assert metrics["train/rl_groups_used"] == len(rl_groups)
+
+
+def advantage_per_step(groups: list[RLGroup]) -> np.ndarray:
+    """RLOO advantage of each step (success: 1 - 0 = 1, failure: 0 - 1 = -1)."""
+    return np.concatenate(
+        [[1.0 if e.is_success else -1.0] * e.length for g in groups for e in g.episodes]
+    )
+
+
+def test_rl_update_skips_uniform_groups_and_rejects_missing_logprobs(rl_groups, demos):
+    policy = Policy.from_preset("tiny", seed=0)
+    failure = rl_groups[0].episodes[1]
+    uniform = RLGroup("t", 0, "x", [failure, failure], np.zeros(2, dtype=np.float32))
+    before = snapshot(policy)
+    metrics = rl_update(policy, [uniform], RLConfig())
+    assert metrics == {"train/rl_groups_used": 0.0, "train/rl_groups_skipped": 1.0}
+    assert all(torch.equal(p, before[n]) for n, p in policy.model.named_parameters())
+    expert_group = RLGroup("t", 0, "x", [demos[0], rl_groups[0].episodes[1]], np.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="log-probs"):
+        rl_update(policy, [expert_group], RLConfig())
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_dpo_update_prefers_the_successes(demos, failures, lora):
+    pairs = [DPOPair(c, r) for c, r in zip(demos, failures, strict=True)]
+    policy = Policy.from_preset("tiny", seed=0)
+    reference = None if lora else copy.deepcopy(policy)
+    before = snapshot(policy)
+    config = DPOConfig(lr=1e-3, epochs=3, batch_size=2, beta=0.1, lora=lora, forward_chunk=16)
+    metrics = dpo_update(policy, pairs, config)
+    check_moved(policy, before, lora)
+    policy.model.eval()
+    result = dpo_objective(policy, pairs, config, reference=reference)
+    assert result["dpo_loss"] < np.log(2) - 0.1 and result["dpo_accuracy"] == 1.0
+    assert metrics["train/dpo_margin"] > 0 and 0.0 <= metrics["train/dpo_accuracy"] <= 1.0
+
+
+def test_dpo_chunked_backward_equals_single_pass(demos, failures):
+    """The two-pass chunked gradient (long trajectories) equals the one-pass gradient."""
+    pairs = [DPOPair(c, r) for c, r in zip(demos, failures, strict=True)]
+    steps = pair_steps(pairs)
+    policy = Policy.from_preset("tiny", seed=0)
+    ref = torch.linspace(-30.0, -20.0, 2 * len(pairs))
+    grads, losses = [], []
+    for chunk in (256, 5):
+        policy.model.zero_grad()
+        loss, _ = backward_pairs(policy, steps, ref, DPOConfig(beta=0.5, forward_chunk=chunk))
+        losses.append(loss)
+        grads.append({n: p.grad.clone() for n, p in policy.model.named_parameters()})
+    assert torch.allclose(losses[0], losses[1])
+    assert any(g.abs().max() > 0 for g in grads[0].values())
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-7), name
+
+
+def test_accumulation_and_chunking_equal_the_larger_batch(demos):
+    """Two accumulated micro-batches of n/2 steps, each in forward chunks of 5, give the gradient
+    (its norm, before clipping) and the step of one batch of n in one forward pass."""
+    data = demos + demos  # an even number of steps
+    n = sum(e.length for e in data)
+    results, norms = [], []
+    for batch_size, accum, chunk in ((n, 1, 64), (n // 2, 2, 5)):
+        policy = Policy.from_preset("tiny", seed=0)
+        config = SFTConfig(
+            lr=1e-3, batch_size=batch_size, grad_accum_steps=accum, forward_chunk=chunk,
+            max_steps=1, max_grad_norm=None,
+        )  # fmt: skip
+        norms.append(sft_update(policy, data, config)["train/grad_norm"])
+        results.append(snapshot(policy))
+    assert norms[0] == pytest.approx(norms[1], rel=1e-5)
+    # Adam's first step is lr * sign(g) except where |g| ~ eps; allow rounding there
+    for name, value in results[0].items():
+        assert torch.allclose(value, results[1][name], atol=1e-4), name
+
+
+def test_same_seed_same_weights(demos):
+    weights = []
+    for seed in (3, 3, 4):
+        policy = Policy.from_preset("tiny", seed=0)
+        sft_update(policy, demos, SFTConfig(lr=1e-3, batch_size=4, max_steps=3, seed=seed))
+        weights.append(snapshot(policy))
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+    assert not all(torch.equal(weights[0][n], weights[2][n]) for n in weights[0])
+
+
+def test_updates_reject_episodes_without_frames(demos):
+    bare = copy.copy(demos[0])
+    bare.frames = None
+    with pytest.raises(ValueError, match="no frames"):
+        sft_update(Policy.from_preset("tiny", seed=0), [bare], SFTConfig())
