@@ -6,7 +6,7 @@ same batch slots) on the same weights again, the instruction's keys and values a
 the previous call instead of being recomputed; only the image, state and action tokens go through
 the model. The weights are fingerprinted by the version counters that every in-place update
 (optimizer steps, `load_state_dict`, LoRA changes) bumps, so a trained policy never reuses a stale
-prefix.
+prefix; the adapters' on/off state is part of the fingerprint too.
 """
 
 from __future__ import annotations
@@ -16,8 +16,17 @@ from transformers import DynamicCache
 
 
 def weights_fingerprint(model) -> tuple:
-    """Changes whenever the model object or any of its parameters is modified in place."""
-    return (id(model), sum(p._version for p in model.parameters()))
+    """Changes whenever the model object or any of its parameters is modified in place or
+    replaced (or moved), or its LoRA adapters are switched on or off or changed."""
+    adapters = tuple(
+        (bool(m.disable_adapters), tuple(m.active_adapters))
+        for m in model.modules()
+        if hasattr(m, "disable_adapters") and hasattr(m, "active_adapters") and hasattr(m, "r")
+    )
+    params = list(model.parameters())
+    versions = sum(p._version for p in params)
+    storage = sum(p.data_ptr() for p in params)
+    return (id(model), versions, storage, adapters)
 
 
 class PrefixCache:

@@ -1,7 +1,7 @@
-"""The one place the policy's prompt is built: instruction, then image, then state, then `action:`.
+"""The one place the policy's prompt is built: instruction, then image, then state, then `<action>`.
 
 The instruction comes first so that, within an episode, its key/value cache can be kept while the
-image and state change. The prompt ends with `action:`; the policy then emits one action token per
+image and state change. The prompt ends with `<action>`; the policy then emits one action token per
 action dimension. `PromptPieces` gives the same prompt as token ids for the fast path of the
 built-in presets; `prompt_text` gives it as text for a model's processor. Both agree (tested).
 """
@@ -11,10 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from agent.action_tokens import states_to_bins
-from agent.tokenizer import FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN, action_token
-
-STATE_MARKER = "state:"
-ACTION_MARKER = "action:"
+from agent.tokenizer import (
+    ACTION_MARKER,
+    FAKE_IMAGE_TOKEN,
+    GLOBAL_IMAGE_TOKEN,
+    IMAGE_TOKEN,
+    STATE_MARKER,
+    action_token,
+)
 
 
 def _clean(instruction: str) -> str:
@@ -24,15 +28,15 @@ def _clean(instruction: str) -> str:
 
 
 def state_text(state: np.ndarray | None) -> str:
-    """`\\nstate:<act_i>...` for a state vector, or nothing when the state is not used."""
+    """`<state><act_i>...` for a state vector, or nothing when the state is not used."""
     if state is None:
         return ""
-    return "\n" + STATE_MARKER + "".join(action_token(int(b)) for b in states_to_bins(state))
+    return STATE_MARKER + "".join(action_token(int(b)) for b in states_to_bins(state))
 
 
 def prompt_text(instruction: str, state: np.ndarray | None, image_placeholder: str) -> str:
     """The policy prompt as text, with the model family's image placeholder in it."""
-    return f"{_clean(instruction)}\n{image_placeholder}{state_text(state)}\n{ACTION_MARKER}"
+    return f"{_clean(instruction)}\n{image_placeholder}{state_text(state)}{ACTION_MARKER}"
 
 
 def judge_prompt_text(text: str, image_placeholder: str) -> str:
@@ -53,8 +57,8 @@ class PromptPieces:
         convert = tokenizer.convert_tokens_to_ids
         fake, glob, image = convert([FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN])
         self.image_ids = [fake, glob] + [image] * image_seq_len + [fake]
-        self.state_marker_ids = self._encode("\n" + STATE_MARKER)
-        self.action_marker_ids = self._encode("\n" + ACTION_MARKER)
+        self.state_marker_ids = [convert(STATE_MARKER)]
+        self.action_marker_ids = [convert(ACTION_MARKER)]
         self.action_token_ids = np.array(convert([action_token(k) for k in range(256)]))
         self._instruction_ids: dict[str, list[int]] = {}
 

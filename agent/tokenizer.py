@@ -20,6 +20,10 @@ IMAGE_TOKEN = "<image>"
 FAKE_IMAGE_TOKEN = "<fake_token_around_image>"
 GLOBAL_IMAGE_TOKEN = "<global-img>"
 END_OF_UTTERANCE_TOKEN = "<end_of_utterance>"
+STATE_MARKER = "<state>"
+"""Precedes the state tokens in the prompt."""
+ACTION_MARKER = "<action>"
+"""Ends the prompt; the action tokens follow it."""
 SPECIAL_TOKENS = [
     PAD_TOKEN,
     END_OF_UTTERANCE_TOKEN,
@@ -35,6 +39,8 @@ def action_token(k: int) -> str:
 
 
 ACTION_TOKENS = [action_token(k) for k in range(N_BINS)]
+POLICY_TOKENS = [STATE_MARKER, ACTION_MARKER, *ACTION_TOKENS]
+"""Tokens the policy adds to any vocabulary that lacks them."""
 
 COLOURS = "red green blue yellow purple orange white black pink cyan grey brown".split()
 OBJECTS = (
@@ -49,7 +55,7 @@ FUNCTION_WORDS = (
     "the a an to on onto into in of and then up with its from at by it that this left right "
     "front back near far over under above below inside".split()
 )
-PROMPT_WORDS = ["state:", "action:", "instruction:", "task:"]
+PROMPT_WORDS = ["instruction:", "task:"]
 
 
 def training_corpus() -> list[str]:
@@ -97,9 +103,10 @@ def train_tokenizer(
 
 
 def add_action_tokens(tokenizer) -> int:
-    """Add any missing `<act_k>` tokens (as special tokens); returns how many were added."""
+    """Add any missing prompt markers and `<act_k>` tokens (as special tokens); returns how many
+    were added."""
     vocab = tokenizer.get_vocab()
-    missing = [t for t in ACTION_TOKENS if t not in vocab]
+    missing = [t for t in POLICY_TOKENS if t not in vocab]
     if not missing:
         return 0
     return tokenizer.add_special_tokens(

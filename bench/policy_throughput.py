@@ -8,9 +8,15 @@ For each preset and batch size, in one run:
   same model and batch, with the inputs built beforehand (so its time leaves out prompt building).
 - compute bound: FLOPs per action / matmul FLOP/s. FLOPs per action = 2 x (weights touched per
   token x tokens through them), summed over the vision encoder (every patch), the connector
-  (every image token), the text model (prompt tokens + 3 decode tokens), the head (the 4
-  positions whose logits are read, restricted to 256 rows for `act`) plus attention scores
-  (4 x seq^2 x width per layer). Matmul FLOP/s: a large square fp32 `torch.mm`, same threads.
+  (every image token), the text model (the tokens `act` really runs: image, state and marker
+  tokens + 3 decode tokens; the instruction prefix is computed once per episode and reused, so
+  it is left out), the head (full vocabulary, at the 4 positions whose logits are read) plus
+  attention scores (4 x query tokens x context x width per layer). Matmul FLOP/s: a large
+  square fp32 `torch.mm`, same threads, same run. `generate` processes the whole padded prompt
+  each call; its FLOPs per action are reported beside.
+
+Times are CPU seconds of this process (one thread by default), calls of `act` and `generate`
+interleaved, medians reported: on a shared machine that is the work each one does.
 
 Usage: python bench/policy_throughput.py [--threads 1] [--presets tiny small] [--seconds 3]
 """
@@ -36,22 +42,25 @@ INSTRUCTIONS = [
 ]
 
 
-def matmul_flops_per_s(n: int = 1024, seconds: float = 1.0) -> float:
+def matmul_flops_per_s(n: int = 1024, seconds: float = 2.0) -> float:
+    """FLOP per CPU second of a large fp32 `torch.mm` (the best of several timings)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    best, start = float("inf"), time.process_time()
+    while time.process_time() - start < seconds:
+        t = time.process_time()
         torch.mm(a, b)
-        calls += 1
-    return 2 * n**3 * calls / (time.perf_counter() - start)
+        best = min(best, time.process_time() - t)
+    return 2 * n**3 / best
 
 
 def _linear_params(module) -> int:
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
-def flops_per_action(policy: Policy, prompt_len: int) -> float:
-    """Model FLOPs to produce one action (4 tokens) for one observation (see module docstring)."""
+def flops_per_action(policy: Policy, text_tokens: int, context: int) -> float:
+    """Model FLOPs to produce one action (4 tokens) for one observation (see module docstring):
+    `text_tokens` go through the text model (decode tokens included), attending to `context`."""
     model = policy.backbone
     config = model.config
     vision, text = config.vision_config, config.text_config
@@ -59,15 +68,12 @@ def flops_per_action(policy: Policy, prompt_len: int) -> float:
     vis_layers = _linear_params(model.model.vision_model.encoder)
     patch_embed = model.model.vision_model.embeddings.patch_embedding.weight.numel()
     connector = _linear_params(model.model.connector)
-    image_tokens = policy.settings.image_seq_len
     text_layers = _linear_params(model.model.text_model)
-    decode = policy.action_dim - 1
-    head = text.hidden_size * 256 * policy.action_dim
-    flops = 2 * ((vis_layers + patch_embed) * patches + connector * image_tokens)
-    flops += 2 * text_layers * (prompt_len + decode) + 2 * head
+    head = model.lm_head.weight.numel() * policy.action_dim
+    flops = 2 * ((vis_layers + patch_embed) * patches + connector * policy.settings.image_seq_len)
+    flops += 2 * text_layers * text_tokens + 2 * head
     flops += 4 * patches**2 * vision.hidden_size * vision.num_hidden_layers
-    seq = prompt_len + decode
-    flops += 4 * seq**2 * text.hidden_size * text.num_hidden_layers
+    flops += 4 * text_tokens * context * text.hidden_size * text.num_hidden_layers
     return float(flops)
 
 
@@ -77,42 +83,50 @@ def _observations(rng, batch: int, size: int):
     return images, states
 
 
-def _time(fn, seconds: float) -> float:
-    fn()
-    calls, start = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - start < seconds:
+def _interleaved(fns: list, seconds: float) -> list[float]:
+    """Median CPU seconds per call of each function, calls interleaved so that load changes on
+    the shared machine hit all of them alike. CPU time of this process is used, not wall time:
+    with one thread it is the work done, whatever else the machine runs."""
+    for fn in fns:
         fn()
-        calls += 1
-    return (time.perf_counter() - start) / calls
+    samples: list[list[float]] = [[] for _ in fns]
+    start = time.process_time()
+    while len(samples[0]) < 5 or time.process_time() - start < seconds * len(fns):
+        for fn, out in zip(fns, samples, strict=True):
+            t = time.process_time()
+            fn()
+            out.append(time.process_time() - t)
+    return [float(np.median(s)) for s in samples]
 
 
 def bench(preset: str, batches: list[int], seconds: float, peak: float) -> list[dict]:
     policy = Policy.from_preset(preset)
     size = policy.settings.image_size
+    pad = policy.tokenizer.pad_token_id
     rows = []
     for batch in batches:
         rng = np.random.default_rng(batch)
         instructions = [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(batch)]
-
-        def act():
-            images, states = _observations(rng, batch, size)
-            policy.act(images, instructions, states)
-
         images, states = _observations(rng, batch, size)
         inputs = policy._prompt_inputs(images, instructions, states)
         inputs.pop("position_ids")
-        pad = policy.tokenizer.pad_token_id
 
-        def generate():
+        def act(rng=rng, batch=batch, instructions=instructions):
+            images, states = _observations(rng, batch, size)
+            policy.act(images, instructions, states)
+
+        def generate(inputs=inputs):
             with torch.inference_mode():
                 policy.model.generate(
                     **inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=pad
                 )
 
-        t_act = _time(act, seconds)
-        t_gen = _time(generate, seconds)
-        prompt_len = int(inputs["attention_mask"].sum(1).float().mean())
-        flops = flops_per_action(policy, prompt_len)
+        t_act, t_gen = _interleaved([act, generate], seconds)
+        decode = policy.action_dim - 1
+        padded = inputs["attention_mask"].shape[1]
+        suffix = len(policy._pieces.suffix_ids(states[0]))
+        flops = flops_per_action(policy, suffix + decode, padded + decode)
+        gen_flops = flops_per_action(policy, padded + decode, padded + decode)
         bound = peak / flops
         rows.append(
             {
@@ -123,6 +137,7 @@ def bench(preset: str, batches: list[int], seconds: float, peak: float) -> list[
                 "generate_actions_per_s": batch / t_gen,
                 "speedup_vs_generate": t_gen / t_act,
                 "mflops_per_action": flops / 1e6,
+                "generate_mflops_per_action": gen_flops / 1e6,
                 "bound_actions_per_s": bound,
                 "fraction_of_bound": batch / t_act / bound,
             }
@@ -136,15 +151,16 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     peak = matmul_flops_per_s()
     print(json.dumps({"threads": torch.get_num_threads(), "matmul_gflops_per_s": peak / 1e9}))
     rows = [row for p in args.presets for row in bench(p, args.batches, args.seconds, peak)]
-    print("\n| preset | params | batch | act actions/s | generate actions/s | speed-up | "
-          "MFLOP/action | bound actions/s | of bound |")
+    print(
+        "\n| preset | params | batch | act actions/s | generate actions/s | speed-up | "
+        "MFLOP/action | bound actions/s | of bound |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
@@ -153,8 +169,10 @@ def main() -> None:
             f"{r['mflops_per_action']:.1f} | {r['bound_actions_per_s']:.0f} | "
             f"{100 * r['fraction_of_bound']:.0f}% |"
         )
-    print(f"\nmatmul peak (torch.mm 1024^2 fp32, {torch.get_num_threads()} threads): "
-          f"{peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"\nmatmul peak (torch.mm 1024^2 fp32, {torch.get_num_threads()} threads): "
+        f"{peak / 1e9:.1f} GFLOP/s"
+    )
 
 
 if __name__ == "__main__":

@@ -163,3 +163,23 @@ def test_prefix_is_recomputed_after_a_weight_update(batch):
     np.testing.assert_allclose(
         cached.logprobs, policy.act(images, instructions, states).logprobs, atol=1e-5
     )
+
+
+def test_text_prompt_inputs_feed_the_backbone(policy, batch):
+    images, _, _ = batch
+    texts = ["is the red cube on the goal? answer yes or no", "yes?", "no", "did it work"]
+    inputs = policy.text_prompt_inputs(images, texts)
+    assert inputs["input_ids"].shape[0] == B
+    assert (inputs["attention_mask"][:, -1] == 1).all()  # left padded
+    logits = policy.next_token_logits(inputs)
+    assert logits.shape == (B, len(policy.tokenizer))
+    logits.sum().backward()
+    assert any(p.grad is not None for p in policy.trainable_parameters())
+    policy.model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        direct = policy.model(**inputs).logits[:, -1]
+        alone = policy.next_token_logits(policy.text_prompt_inputs(images[1:2], texts[1:2]))
+    torch.testing.assert_close(logits.detach(), direct, atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone[0], direct[1], atol=1e-4, rtol=0)
+    other = policy.next_token_logits(policy.text_prompt_inputs(images[::-1].copy(), texts))
+    assert not torch.allclose(other.detach(), logits.detach())
