@@ -1,0 +1,104 @@
+"""Rollout throughput: env-steps/s of campaign collection against a naive loop and the compute bound.
+
+In one run, with one policy (a built-in preset, fresh weights) on one task:
+- `campaign`: `train.collect.collect_episodes` as a campaign round runs it: N env slots in a
+  gymnasium vector env, the policy acting on all of them as one batch (fast prompt path, KV-cached
+  decoding of the 4 action tokens, instruction prefix reused within an episode), sampled.
+- `naive`: one env; every step runs the model's processor on the observation and then plain
+  `model.generate(max_new_tokens=4)`, as a first script would.
+- compute bound: matmul FLOP/s measured now / the policy's FLOPs per action (the same count as
+  `bench/policy_throughput.py`: vision encoder, connector, the text tokens run per step, head).
+
+Both loops include physics and rendering. Wall-clock seconds; run it on an idle machine.
+
+Usage: python bench/rollout_throughput.py [--preset small] [--task reach] [--num-envs 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from policy_throughput import flops_per_action, matmul_flops_per_s
+
+import envs
+from agent import Policy
+from agent.action_tokens import bins_to_actions
+from agent.families import processor_inputs
+from agent.prompt import prompt_text
+from train.collect import Job, collect_episodes
+
+
+def campaign_steps_per_s(
+    policy: Policy, task: str, num_envs: int, episodes: int
+) -> tuple[float, int]:
+    jobs = [Job(task, 5_000 + i) for i in range(episodes)]
+    start = time.perf_counter()
+    collected = collect_episodes(jobs, policy, num_envs=num_envs, temperature=1.0, seed=0)
+    steps = sum(e.length for e in collected)
+    return steps / (time.perf_counter() - start), steps
+
+
+def naive_steps_per_s(policy: Policy, task: str, steps: int) -> float:
+    env = envs.make(task, image_size=policy.settings.image_size)
+    obs, _ = env.reset(seed=0)
+    action_ids = policy.action_token_ids.cpu().numpy()
+    pad = policy.tokenizer.pad_token_id
+    start = time.perf_counter()
+    for _ in range(steps):
+        text = prompt_text(obs["instruction"], obs["state"], policy.family.image_placeholder)
+        inputs = processor_inputs(policy.processor, policy.family, obs["image"][None], [text])
+        with torch.inference_mode():
+            out = policy.model.generate(
+                **inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=pad
+            )
+        tokens = out[0, -4:].numpy()
+        bins = np.array(
+            [int(np.flatnonzero(action_ids == t)[0]) if t in action_ids else 128 for t in tokens]
+        )
+        obs, _, terminated, truncated, _ = env.step(bins_to_actions(bins))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--task", default="reach")
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--naive-steps", type=int, default=60)
+    args = parser.parse_args()
+
+    policy = Policy.from_preset(args.preset, seed=0)
+    task = envs.resolve(args.task)
+    peak = matmul_flops_per_s()
+    obs, _ = envs.make(task).reset(seed=0)
+    prefix = len(policy._pieces.instruction_ids(obs["instruction"]))
+    run = len(policy._pieces.suffix_ids(obs["state"])) + policy.action_dim - 1
+    flops = flops_per_action(policy, run, prefix + run)
+    naive = naive_steps_per_s(policy, task, args.naive_steps)
+    campaign, steps = campaign_steps_per_s(policy, task, args.num_envs, args.episodes)
+    row = {
+        "preset": args.preset,
+        "params_M": round(policy.num_parameters() / 1e6, 2),
+        "task": task,
+        "num_envs": args.num_envs,
+        "threads": torch.get_num_threads(),
+        "campaign_steps_per_s": round(campaign, 1),
+        "campaign_steps": steps,
+        "naive_steps_per_s": round(naive, 2),
+        "speedup_vs_naive": round(campaign / naive, 1),
+        "bound_steps_per_s": round(peak / flops, 1),
+        "fraction_of_bound": round(campaign / (peak / flops), 3),
+        "matmul_gflops_per_s": round(peak / 1e9, 1),
+    }
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
