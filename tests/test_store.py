@@ -239,3 +239,11 @@ def test_writer_killed_at_a_random_moment_leaves_completed_batches(tmp_path):
         writer.send_signal(signal.SIGKILL)
         writer.wait()
     _check_complete_batches(tmp_path, at_least=3)
+
+
+def test_a_second_store_object_sees_new_batches(tmp_path):
+    reader, writer = EpisodeStore(tmp_path), EpisodeStore(tmp_path)
+    writer.append([synthetic_episode(0)])
+    assert len(reader.load()) == 1
+    writer.append([synthetic_episode(1)])
+    np.testing.assert_array_equal(reader.load_frames("r1/ep1"), synthetic_episode(1).frames)

@@ -152,6 +152,9 @@ class EpisodeStore:
         episode_id = episode if isinstance(episode, str) else episode.episode_id
         location = self._episode_index().get(episode_id)
         if location is None:
+            self._index = None  # another writer may have appended since the index was built
+            location = self._episode_index().get(episode_id)
+        if location is None:
             raise KeyError(f"episode_id {episode_id!r} is not in the store at {self.directory}")
         path, row = location
         try:
