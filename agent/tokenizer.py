@@ -67,6 +67,7 @@ def training_corpus() -> list[str]:
         VERBS[:8], COLOURS[:6], OBJECTS[:6], FUNCTION_WORDS[3:9], COLOURS[:6], OBJECTS[6:10]
     ):
         lines.append(f"{verb} the {c1} {o1} {prep} the {c2} {o2}.")
+    lines.extend(f"then {verb} the {obj}" for verb, obj in itertools.product(VERBS, OBJECTS))
     lines.extend(" ".join(FUNCTION_WORDS[i : i + 5]) for i in range(len(FUNCTION_WORDS)))
     lines.extend(f"{word}\n" for word in PROMPT_WORDS)
     lines.extend(" ".join(str(d) for d in range(k, k + 10)) for k in range(10))

@@ -183,3 +183,40 @@ def test_text_prompt_inputs_feed_the_backbone(policy, batch):
     torch.testing.assert_close(alone[0], direct[1], atol=1e-4, rtol=0)
     other = policy.next_token_logits(policy.text_prompt_inputs(images[::-1].copy(), texts))
     assert not torch.allclose(other.detach(), logits.detach())
+
+
+def test_act_runs_one_prefill_and_cached_single_token_steps(policy, batch):
+    lengths = []
+    text_model = policy.backbone.model.text_model
+    handle = text_model.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["inputs_embeds"].shape[1]),
+        with_kwargs=True,
+    )
+    try:
+        policy.reuse_prefix = False
+        policy.act(*batch)
+        fresh = list(lengths)
+        lengths.clear()
+        policy.reuse_prefix = True
+        policy.act(*batch)
+        policy.act(*batch)
+    finally:
+        handle.remove()
+        policy.reuse_prefix = True
+    prompt = policy._prompt_inputs(*batch)["input_ids"].shape[1]
+    assert fresh == [prompt, 1, 1, 1]
+    suffix = len(policy._pieces.suffix_ids(batch[2][0]))
+    # the second call reuses the instruction's cache: only the suffix is prefilled
+    assert lengths[-4:] == [suffix, 1, 1, 1] and suffix < prompt
+
+
+def test_top_k_sampling_stays_within_the_k_most_likely(policy, batch):
+    inputs = policy.prepare_inputs(*batch, np.zeros((B, 4), dtype=np.int64))
+    with torch.no_grad():
+        first = policy.model(**{k: v for k, v in inputs.items() if k != "action_bins"})
+    logits = first.logits[:, -5][:, policy.action_token_ids]
+    top3 = logits.topk(3, dim=-1).indices.numpy()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        out = policy.act(*batch, greedy=False, temperature=3.0, top_k=3, generator=gen)
+        assert all(out.bins[row, 0] in top3[row] for row in range(B))
