@@ -3,7 +3,10 @@
 Import this module before `mujoco` anywhere in `envs/`: when `MUJOCO_GL` is unset it probes EGL,
 then OSMesa, in a short subprocess (a failed backend cannot be swapped out in-process because
 PyOpenGL fixes its platform on first import) and sets `MUJOCO_GL` / `PYOPENGL_PLATFORM` so that
-child processes (vector-env workers) inherit the choice without probing again.
+child processes (vector-env workers) inherit the choice without probing again. It also sets
+`LP_NUM_THREADS=0` (unless set) so Mesa's llvmpipe rasterizes in the calling thread: its worker
+threads do not survive `fork`, and a forked vector-env worker would otherwise hang on its first
+frame (a 64x64 frame gains nothing from rasterizer threads anyway).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def _adopt_backend(backend: str) -> None:
 
 
 GL_BACKEND = select_gl_backend()
+os.environ.setdefault("LP_NUM_THREADS", "0")
 
 import mujoco  # noqa: E402  (must follow the backend choice)
 import numpy as np  # noqa: E402

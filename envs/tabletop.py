@@ -143,9 +143,7 @@ class TabletopEnv(gym.Env):
         super().reset(seed=seed)
         rng = self.np_random
         mujoco.mj_resetData(self.model, self.data)
-        tip = np.array(
-            [rng.uniform(-0.05, 0.05), rng.uniform(-0.17, -0.12), rng.uniform(0.15, 0.19)]
-        )
+        tip = np.array([rng.uniform(-0.05, 0.05), rng.uniform(0.15, 0.18), rng.uniform(0.12, 0.15)])
         body = tip - self._tip_offset
         self.data.mocap_pos[self._mocap] = body
         self.data.qpos[self._gripper_qpos : self._gripper_qpos + 3] = body
