@@ -17,6 +17,8 @@ PUSH_Z = 0.012
 """Fingertip height while pushing."""
 SAFE_Z = 2 * HALF + 0.03
 """Fingertip height for moving above the cubes."""
+PUSH_SPEED = 0.6
+"""Largest action (fraction of a full move) while pushing."""
 BEHIND = HALF + 0.014 + 0.012
 """How far behind the cube centre the fingertip lines up before pushing."""
 
@@ -84,11 +86,15 @@ class PushCubeEnv(TabletopEnv):
         behind = cube - BEHIND * u
         low = tip[2] < SAFE_Z - 0.01
         if low and along < -HALF - 0.004 and lateral < 0.012:  # lined up behind the cube
-            if tip[2] > PUSH_Z + 0.01:
+            if tip[2] > PUSH_Z + 0.005:
                 return self.move_to([*tip[:2], PUSH_Z], 1.0)  # straight down first
-            return self.move_to([*(goal - (BEHIND - 0.01) * u), PUSH_Z], 1.0)  # push through
-        if low and np.linalg.norm(rel) < 0.07:  # beside or in front of it: lift clear
-            return self.move_to([*tip[:2], SAFE_Z], 1.0)
+            push = self.move_to([*(goal - (BEHIND - 0.01) * u), PUSH_Z], 1.0)
+            push[:3] = np.clip(push[:3], -PUSH_SPEED, PUSH_SPEED)  # steady, so it does not tip
+            return push
+        if low and np.linalg.norm(rel) < 0.07:
+            if along < -HALF - 0.01:  # still behind it: shift sideways back onto the line
+                return self.move_to([*behind, PUSH_Z], 1.0)
+            return self.move_to([*tip[:2], SAFE_Z], 1.0)  # beside or in front of it: lift clear
         if np.linalg.norm(tip[:2] - behind) > 0.01:  # go behind the cube, above the objects
             return self.move_to([*behind, SAFE_Z], 1.0)
         return self.move_to([*behind, PUSH_Z], 1.0)

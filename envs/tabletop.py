@@ -31,9 +31,9 @@ COLORS: dict[str, tuple[float, float, float, float]] = {
 ACTION_DIM = 4
 MAX_MOVE = 0.04
 """Metres the gripper target moves per step at |action| = 1, per axis."""
-SUBSTEPS = 20
-"""Physics steps per control step (20 x 5 ms = 10 Hz control)."""
-RAMP_CHUNKS = 4
+SUBSTEPS = 10
+"""Physics steps per control step (10 x 10 ms = 10 Hz control)."""
+RAMP_CHUNKS = 5
 """The gripper target moves in this many equal increments within one step."""
 FINGER_OPEN = 0.04
 """Finger slide at the fully open gripper (gap = 2 x this)."""
@@ -158,7 +158,12 @@ class TabletopEnv(gym.Env):
         return self._observation(), self._info()
 
     def step(self, action):
-        action = self._validate_action(action)
+        info = self._simulate(self._validate_action(action))
+        reward = float(sum(v for k, v in info.items() if k.startswith("reward/")))
+        return self._observation(), reward, info["is_success"], False, info
+
+    def _simulate(self, action: np.ndarray) -> dict[str, Any]:
+        """Apply a validated action, run the physics for one control step, return the info."""
         tip = self.data.site_xpos[self._tip_site].copy()
         target = np.clip(tip + action[:3].astype(np.float64) * MAX_MOVE, TIP_LOW, TIP_HIGH)
         self._set_fingers(float(action[3]))
@@ -170,9 +175,7 @@ class TabletopEnv(gym.Env):
             self.data.mocap_pos[self._mocap] = waypoint - self._tip_offset
             mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS // RAMP_CHUNKS)
             self._contact_force = max(self._contact_force, self._max_contact_force())
-        info = self._info()
-        reward = float(sum(v for k, v in info.items() if k.startswith("reward/")))
-        return self._observation(), reward, info["is_success"], False, info
+        return self._info()
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
