@@ -199,7 +199,7 @@ class TabletopEnv(gym.Env):
         text = " ".join(instruction.lower().split())
         for goal in self._possible_goals():
             if any(text == t.format(**goal) for t in self.instruction_templates):
-                return self._goal_satisfied(goal)
+                return bool(self._goal_satisfied(goal))
         return False
 
     # ---- shared helpers for tasks -------------------------------------------------------------
