@@ -33,8 +33,9 @@ MAX_MOVE = 0.04
 """Metres the gripper target moves per step at |action| = 1, per axis."""
 SUBSTEPS = 10
 """Physics steps per control step (10 x 10 ms = 10 Hz control)."""
-RAMP_CHUNKS = 5
-"""The gripper target moves in this many equal increments within one step."""
+RAMP_CHUNKS = 2
+"""The gripper target moves in this many equal increments within one step (contact forces are
+sampled after each)."""
 FINGER_OPEN = 0.04
 """Finger slide at the fully open gripper (gap = 2 x this)."""
 TIP_LOW = np.array([-0.22, -0.2, 0.008])
