@@ -23,16 +23,21 @@ import numpy as np
 import envs
 
 
-def _steps_per_s(step, reset, seconds: float, rng: np.random.Generator, batch: int = 1) -> float:
-    """Call `step(actions)` for about `seconds`; `reset` when it reports the episode ended."""
+def _steps_per_s(
+    step, reset, seconds: float, rng: np.random.Generator, batch: int | None = None
+) -> float:
+    """Call `step(actions)` for about `seconds`; `reset` when it reports the episode ended.
+
+    `batch=None` steps one env with actions [4]; `batch=n` a vector env with actions [n, 4].
+    """
     reset()
+    shape = (4,) if batch is None else (batch, 4)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for _ in range(20):
-            shape = (batch, 4) if batch > 1 else (4,)
             if step(rng.uniform(-1, 1, shape).astype(np.float32)):
                 reset()
-            steps += batch
+            steps += batch or 1
     return steps / (time.perf_counter() - start)
 
 

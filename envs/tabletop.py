@@ -96,7 +96,9 @@ class TabletopEnv(gym.Env):
         self.finger_geoms = frozenset(m.geom(n).id for n in ("finger_left", "finger_right"))
         self._gripper_qpos = m.jnt_qposadr[m.joint("gripper_x").id]
         self._tip_offset = m.site_pos[self._tip_site].copy()
-        self._table_half = m.geom("table").size[:2].copy()
+        table = m.geom("table")
+        self._table_low = table.pos[:2] - table.size[:2]
+        self._table_high = table.pos[:2] + table.size[:2]
         self._object_qpos = [
             m.jnt_qposadr[j] for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE
         ]
@@ -323,7 +325,7 @@ class TabletopEnv(gym.Env):
     def _objects_off_table(self) -> int:
         count = 0
         for adr in self._object_qpos:
-            x, y, z = self.data.qpos[adr : adr + 3]
-            if z < -0.05 or abs(x) > self._table_half[0] or abs(y) > self._table_half[1]:
+            xy, z = self.data.qpos[adr : adr + 2], self.data.qpos[adr + 2]
+            if z < -0.05 or np.any(xy < self._table_low) or np.any(xy > self._table_high):
                 count += 1
         return count

@@ -156,3 +156,13 @@ def test_relabelling_another_goal(task):
     assert canonical in task_env.achieved_instructions()
     assert task_env.is_satisfied(paraphrase.upper())
     assert not task_env.is_satisfied(original)
+
+
+def test_objects_off_table_counts_a_fallen_cube():
+    env = envs.make("stack")
+    env.reset(seed=0)
+    task_env = env.unwrapped
+    assert task_env._info()["objects_off_table"] == 0
+    task_env.place_object("cube0", np.array([0.0, -0.5, 0.02]))  # beyond the table's front edge
+    _, _, _, _, info = env.step(np.zeros(4, np.float32))
+    assert info["objects_off_table"] == 1
