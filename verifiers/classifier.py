@@ -103,8 +103,6 @@ class SuccessClassifier:
             )
         images = _images(episodes, self.name)
         ids_offsets = [encode_instructions([e.instruction], config.text_buckets) for e in episodes]
-        positives = labels.sum()
-        pos_weight = (len(labels) - positives) / positives
         generator = torch.Generator().manual_seed(config.seed)
         optimizer = torch.optim.AdamW(
             self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -118,9 +116,7 @@ class SuccessClassifier:
                 batch = order[start : start + config.batch_size].tolist()
                 ids, offsets = _batch_text([ids_offsets[i] for i in batch])
                 logits = self.network(_augment(images[batch], generator), ids, offsets)
-                loss = F.binary_cross_entropy_with_logits(
-                    logits, labels[batch], pos_weight=pos_weight
-                )
+                loss = F.binary_cross_entropy_with_logits(logits, labels[batch])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -38,7 +38,7 @@ class JudgeConfig:
     """LoRA rank; 0 fine-tunes every weight (the right choice for the fresh-weight presets)."""
     epochs: int = 8
     batch_size: int = 16
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.0
     threshold: float = 0.5
     """Pass when P(yes) is at least this."""
