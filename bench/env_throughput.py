@@ -4,12 +4,15 @@ Usage: python bench/env_throughput.py [--seconds 2] [--workers 1 2] [--tasks rea
 
 Seeded uniform random actions (the most contact-heavy regime); episodes reset on termination or
 truncation, resets included in the time. Columns:
-- physics: `TabletopEnv._simulate` (action -> 20 physics substeps -> info), no image;
+- physics: `TabletopEnv._simulate` (action -> 10 physics substeps -> info), no image;
 - physics+render: `env.unwrapped.step` (adds the 64x64 frame and the observation);
 - gym.make: the registered env with gymnasium's wrappers (TimeLimit, order and passive checks);
 - async xN: `gymnasium.make_vec(..., vectorization_mode="async")`, N worker processes, total
   env-steps/s over all workers.
-Prints a markdown table (plus the ms per step of physics+render) for BENCHMARKS.md.
+The first three columns are steps per CPU second of this process (robust to other jobs on a
+shared machine; llvmpipe renders in the calling thread, so the frame is included); the
+"wall" and async columns are steps per wall-clock second. Prints a markdown table (plus the
+CPU ms per step of physics+render) for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -25,20 +28,21 @@ import envs
 
 def _steps_per_s(
     step, reset, seconds: float, rng: np.random.Generator, batch: int | None = None
-) -> float:
+) -> tuple[float, float]:
     """Call `step(actions)` for about `seconds`; `reset` when it reports the episode ended.
 
+    Returns steps per wall-clock second and per CPU second of this process.
     `batch=None` steps one env with actions [4]; `batch=n` a vector env with actions [n, 4].
     """
     reset()
     shape = (4,) if batch is None else (batch, 4)
-    steps, start = 0, time.perf_counter()
+    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         for _ in range(20):
             if step(rng.uniform(-1, 1, shape).astype(np.float32)):
                 reset()
             steps += batch or 1
-    return steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - start), steps / (time.process_time() - cpu_start)
 
 
 def bench_task(task: str, seconds: float, workers: list[int]) -> dict[str, float]:
@@ -64,12 +68,14 @@ def bench_task(task: str, seconds: float, workers: list[int]) -> dict[str, float
         _, _, terminated, truncated, _ = wrapped.step(a)
         return terminated or truncated
 
+    rendered_wall, rendered_cpu = _steps_per_s(full, reset, seconds, rng)
     row = {
-        "physics": _steps_per_s(physics, reset, seconds, rng),
-        "physics+render": _steps_per_s(full, reset, seconds, rng),
+        "physics": _steps_per_s(physics, reset, seconds, rng)[1],
+        "physics+render": rendered_cpu,
         "gym.make": _steps_per_s(
             wrapped_step, lambda: wrapped.reset(seed=int(rng.integers(1 << 30))), seconds, rng
-        ),
+        )[1],
+        "physics+render, wall": rendered_wall,
     }
     wrapped.close()
     for n in workers:
@@ -80,7 +86,7 @@ def bench_task(task: str, seconds: float, workers: list[int]) -> dict[str, float
             seconds,
             rng,
             batch=n,
-        )
+        )[0]
         vec.close()
     return row
 
@@ -95,7 +101,7 @@ def main() -> None:
         envs.resolve(t): bench_task(envs.resolve(t), args.seconds, args.workers) for t in args.tasks
     }
     columns = list(next(iter(rows.values())))
-    print("| task | " + " | ".join(columns) + " | ms/step (physics+render) |")
+    print("| task | " + " | ".join(columns) + " | ms/step (physics+render, CPU) |")
     print("| --- " * (len(columns) + 2) + "|")
     for task, row in rows.items():
         cells = " | ".join(f"{row[c]:.0f}" for c in columns)
