@@ -98,3 +98,31 @@ def test_import_envs_does_not_import_task_modules_or_torch():
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_working_gl_backend_names_the_debian_packages(monkeypatch):
+    from envs import rendering
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.setattr(rendering, "probe_backend", lambda backend: (False, "cannot open"))
+    with pytest.raises(RuntimeError) as err:
+        rendering.select_gl_backend()
+    message = str(err.value)
+    assert "libegl1 libegl-mesa0 libgl1-mesa-dri" in message and "libosmesa6" in message
+    assert "egl: cannot open" in message and "osmesa: cannot open" in message
+
+
+def test_backend_is_chosen_without_mujoco_gl(monkeypatch):
+    from envs import rendering
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    tried = []
+
+    def probe(backend):
+        tried.append(backend)
+        return backend == "osmesa", "no EGL device"
+
+    monkeypatch.setattr(rendering, "probe_backend", probe)
+    assert rendering.select_gl_backend() == "osmesa"
+    assert tried == ["egl", "osmesa"]
