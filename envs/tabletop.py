@@ -7,6 +7,7 @@ templates, and five methods: `_reset_task` (seeded placement; returns the named 
 
 from __future__ import annotations
 
+import abc
 import string
 from pathlib import Path
 from typing import Any, ClassVar
@@ -64,7 +65,7 @@ def _parse_image_size(image_size: Any) -> tuple[int, int]:
     return int(height), int(width)
 
 
-class TabletopEnv(gym.Env):
+class TabletopEnv(gym.Env, abc.ABC):
     """A MuJoCo tabletop task with a mocap-driven gripper, a fixed camera and a text instruction.
 
     Action (4,): (dx, dy, dz) in [-1, 1] moves the fingertip target by up to `MAX_MOVE` m per
@@ -120,25 +121,25 @@ class TabletopEnv(gym.Env):
 
     # ---- hooks a task implements -------------------------------------------------------------
 
+    @abc.abstractmethod
     def _reset_task(self, rng: np.random.Generator) -> dict[str, str]:
         """Place objects and fixtures, colour them, and return the goal named in the instruction."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _possible_goals(self) -> list[dict[str, str]]:
         """Every goal an instruction of this task could name in the current scene."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _goal_satisfied(self, goal: dict[str, str]) -> bool:
         """Whether the current sim state achieves `goal` (the success predicate)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _reward_terms(self) -> dict[str, float]:
         """Named reward terms (already weighted); the step reward is their sum."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def expert_action(self) -> np.ndarray:
         """The scripted expert's action for the current state, from privileged sim state."""
-        raise NotImplementedError
 
     # ---- gymnasium API ---------------------------------------------------------------------
 
