@@ -100,12 +100,19 @@ class TabletopEnv(gym.Env, abc.ABC):
         table = m.geom("table")
         self._table_low = table.pos[:2] - table.size[:2]
         self._table_high = table.pos[:2] + table.size[:2]
-        self._object_qpos = [
-            m.jnt_qposadr[j] for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE
-        ]
+        self._object_xyz = np.array(
+            [
+                m.jnt_qposadr[j] + np.arange(3)
+                for j in range(m.njnt)
+                if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE
+            ],
+            dtype=int,
+        ).reshape(-1, 3)
+        """qpos indices of each free object's position, [n_objects, 3]."""
         self._renderer: rendering.CameraRenderer | None = None
         self._image: np.ndarray | None = None
         self._contact_force = 0.0
+        self._geom_masks: dict[frozenset[int], np.ndarray] = {}
         self.goal: dict[str, str] = {}
         self.instruction = ""
         self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
@@ -226,11 +233,20 @@ class TabletopEnv(gym.Env, abc.ABC):
 
     def touching(self, geoms_a: frozenset[int], geoms_b: frozenset[int]) -> bool:
         """Whether any geom of `geoms_a` is in contact with any geom of `geoms_b`."""
-        c = self.data.contact
-        for g1, g2 in zip(c.geom1[: self.data.ncon], c.geom2[: self.data.ncon], strict=True):
-            if (g1 in geoms_a and g2 in geoms_b) or (g1 in geoms_b and g2 in geoms_a):
-                return True
-        return False
+        ncon = self.data.ncon
+        if ncon == 0:
+            return False
+        in_a, in_b = self._geom_mask(geoms_a), self._geom_mask(geoms_b)
+        g1, g2 = self.data.contact.geom1[:ncon], self.data.contact.geom2[:ncon]
+        return bool(np.any((in_a[g1] & in_b[g2]) | (in_b[g1] & in_a[g2])))
+
+    def _geom_mask(self, geoms: frozenset[int]) -> np.ndarray:
+        mask = self._geom_masks.get(geoms)
+        if mask is None:
+            mask = np.zeros(self.model.ngeom, bool)
+            mask[list(geoms)] = True
+            self._geom_masks[geoms] = mask
+        return mask
 
     def body_geoms(self, name: str) -> frozenset[int]:
         body = self.model.body(name).id
@@ -324,9 +340,8 @@ class TabletopEnv(gym.Env, abc.ABC):
         return best
 
     def _objects_off_table(self) -> int:
-        count = 0
-        for adr in self._object_qpos:
-            xy, z = self.data.qpos[adr : adr + 2], self.data.qpos[adr + 2]
-            if z < -0.05 or np.any(xy < self._table_low) or np.any(xy > self._table_high):
-                count += 1
-        return count
+        if not self._object_xyz.size:
+            return 0
+        xyz = self.data.qpos[self._object_xyz]
+        off = (xyz[:, 2] < -0.05) | np.any((xyz[:, :2] < self._table_low), axis=1)
+        return int(np.count_nonzero(off | np.any(xyz[:, :2] > self._table_high, axis=1)))
