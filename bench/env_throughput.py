@@ -26,35 +26,36 @@ import numpy as np
 import envs
 
 
-def _steps_per_s(
-    step, reset, seconds: float, rng: np.random.Generator, batch: int | None = None
-) -> tuple[float, float]:
-    """Call `step(actions)` for about `seconds`; `reset` when it reports the episode ended.
+def _steps_per_s(step, reset, seconds: float, batch: int | None = None) -> tuple[float, float]:
+    """Call `step(actions)` for about `seconds`; `reset(seed)` when it reports the episode ended.
 
-    Returns steps per wall-clock second and per CPU second of this process.
+    Every column replays the same seeded actions and reset seeds, so columns are comparable.
     `batch=None` steps one env with actions [4]; `batch=n` a vector env with actions [n, 4].
+    Returns steps per wall-clock second and per CPU second of this process.
     """
-    reset()
+    rng = np.random.default_rng(0)
+    episodes = 0
+    reset(episodes)
     shape = (4,) if batch is None else (batch, 4)
     steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         for _ in range(20):
             if step(rng.uniform(-1, 1, shape).astype(np.float32)):
-                reset()
+                episodes += 1
+                reset(episodes)
             steps += batch or 1
     return steps / (time.perf_counter() - start), steps / (time.process_time() - cpu_start)
 
 
 def bench_task(task: str, seconds: float, workers: list[int]) -> dict[str, float]:
-    rng = np.random.default_rng(0)
     wrapped = gymnasium.make(task)
     env = wrapped.unwrapped
     limit = wrapped.spec.max_episode_steps
     counter = {"t": 0}
 
-    def reset():
+    def reset(seed: int):
         counter["t"] = 0
-        env.reset(seed=int(rng.integers(1 << 30)))
+        env.reset(seed=seed)
 
     def physics(a):
         counter["t"] += 1
@@ -68,13 +69,11 @@ def bench_task(task: str, seconds: float, workers: list[int]) -> dict[str, float
         _, _, terminated, truncated, _ = wrapped.step(a)
         return terminated or truncated
 
-    rendered_wall, rendered_cpu = _steps_per_s(full, reset, seconds, rng)
+    rendered_wall, rendered_cpu = _steps_per_s(full, reset, seconds)
     row = {
-        "physics": _steps_per_s(physics, reset, seconds, rng)[1],
+        "physics": _steps_per_s(physics, reset, seconds)[1],
         "physics+render": rendered_cpu,
-        "gym.make": _steps_per_s(
-            wrapped_step, lambda: wrapped.reset(seed=int(rng.integers(1 << 30))), seconds, rng
-        )[1],
+        "gym.make": _steps_per_s(wrapped_step, lambda s: wrapped.reset(seed=s), seconds)[1],
         "physics+render, wall": rendered_wall,
     }
     wrapped.close()
@@ -82,9 +81,8 @@ def bench_task(task: str, seconds: float, workers: list[int]) -> dict[str, float
         vec = gymnasium.make_vec(task, num_envs=n, vectorization_mode="async")
         row[f"async x{n}"] = _steps_per_s(
             lambda a, vec=vec: (vec.step(a), False)[1],  # workers reset themselves
-            lambda vec=vec: vec.reset(seed=int(rng.integers(1 << 30))),
+            lambda s, vec=vec, n=n: vec.reset(seed=[s * n + i for i in range(n)]),
             seconds,
-            rng,
             batch=n,
         )[0]
         vec.close()
