@@ -21,17 +21,17 @@ def register_task(short_name: str, name: str, entry_point: str, max_episode_step
     return env_id
 
 
-register_task("reach", "ReachBall-v0", "envs.reach:ReachBallEnv", max_episode_steps=30)
+register_task("reach", "ReachBall-v0", "envs.reach:ReachBallEnv", max_episode_steps=20)
 
-register_task("push", "PushCube-v0", "envs.push:PushCubeEnv", max_episode_steps=60)
+register_task("push", "PushCube-v0", "envs.push:PushCubeEnv", max_episode_steps=50)
 
-register_task("pick_place", "PickPlaceCube-v0", "envs.pick_place:PickPlaceCubeEnv", 60)
+register_task("pick_place", "PickPlaceCube-v0", "envs.pick_place:PickPlaceCubeEnv", 45)
 
-register_task("stack", "StackCube-v0", "envs.stack:StackCubeEnv", max_episode_steps=60)
+register_task("stack", "StackCube-v0", "envs.stack:StackCubeEnv", max_episode_steps=45)
 
-register_task("press_button", "PressButton-v0", "envs.press_button:PressButtonEnv", 30)
+register_task("press_button", "PressButton-v0", "envs.press_button:PressButtonEnv", 20)
 
-register_task("open_drawer", "OpenDrawer-v0", "envs.open_drawer:OpenDrawerEnv", 50)
+register_task("open_drawer", "OpenDrawer-v0", "envs.open_drawer:OpenDrawerEnv", 30)
 
 TASK_IDS: tuple[str, ...] = tuple(SHORT_NAMES.values())
 """The ids registered in this file, in order."""
