@@ -28,6 +28,7 @@ def test_expert_episodes_are_complete_records(expert_episodes):
         assert np.isnan(e.logprobs).all()  # not the MLLM: no log-probs
         assert e.step_info["is_success"][-1] == 1.0 and "contact_force" in e.step_info
         assert e.achieved  # the final state satisfies (the canonical form of) its instruction
+        assert set(e.achieved_at) == set(e.achieved) and max(e.achieved_at.values()) == T
         assert not e.truncated and e.policy_id == "expert"
     assert len({e.episode_id for e in episodes}) == len(episodes)
 

@@ -68,3 +68,41 @@ def test_relabelled_episodes_enter_the_sft_set(distracted):
 def test_relabel_needs_a_list_of_achieved_instructions(distracted):
     with pytest.raises(ValueError, match=f"{distracted[0].episode_id!r} has achieved=None"):
         relabel([replace(distracted[0], achieved=None)])
+
+
+def test_instruction_achieved_mid_episode_relabels_that_prefix(distracted):
+    """A policy that touched the blue ball and moved on did reach the blue ball: the relabelled
+    episode is the prefix up to the first touch, and replaying it satisfies the new instruction."""
+    source = distracted[0]
+    actions = np.concatenate([source.actions, np.tile([0.0, 0.0, 1.0, -1.0], (4, 1))]).astype(
+        np.float32
+    )
+    env = envs.make(source.task_id, image_size=32)
+    obs, _ = env.reset(seed=source.env_seed)
+    frames, states, achieved_at = [obs["image"]], [obs["state"]], {}
+    for t, action in enumerate(actions, 1):
+        obs, *_ = env.step(action)
+        frames.append(obs["image"])
+        states.append(obs["state"])
+        for instruction in env.unwrapped.achieved_instructions():
+            achieved_at.setdefault(instruction, t)
+    final = env.unwrapped.achieved_instructions()
+    episode = replace(
+        source,
+        actions=actions,
+        action_bins=np.zeros((len(actions), 4), np.int64),
+        logprobs=np.full((len(actions), 4), np.nan, np.float32),
+        rewards=np.zeros(len(actions), np.float32),
+        frames=np.stack(frames),
+        states=np.stack(states),
+        step_info={},
+        achieved=final,
+        achieved_at=achieved_at,
+    )
+    assert achieved_at and not set(achieved_at) <= set(final)  # touched, then left
+    (new,) = [r for r in relabel([episode]) if r.instruction not in final]
+    t = achieved_at[new.instruction]
+    assert new.length == t < episode.length and new.frames.shape[0] == new.states.shape[0] == t + 1
+    np.testing.assert_array_equal(new.actions, actions[:t])
+    assert replay_final_env(new).unwrapped.is_satisfied(new.instruction)
+    assert not replay_final_env(episode).unwrapped.is_satisfied(new.instruction)

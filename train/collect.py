@@ -101,6 +101,7 @@ class _Trace:
     logprobs: list[np.ndarray] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     step_info: dict[str, list[float]] = field(default_factory=dict)
+    achieved_at: dict[str, int] = field(default_factory=dict)
 
 
 def _numeric_info(info: dict[str, Any], i: int) -> dict[str, float]:
@@ -220,7 +221,7 @@ def collect_episodes(
             obs, rewards, terminated, truncated, info = vec.step(actions)
             ended = terminated | truncated
             done = active & ended
-            achieved = vec.call("achieved_instructions") if done.any() else None
+            achieved = vec.call("achieved_instructions")
             for i in np.flatnonzero(active):
                 trace = traces[i]
                 trace.actions.append(actions[i])
@@ -231,6 +232,8 @@ def collect_episodes(
                     trace.step_info.setdefault(key, []).append(value)
                 trace.frames.append(obs["image"][i].copy())
                 trace.states.append(obs["state"][i].copy())
+                for instruction in achieved[i]:
+                    trace.achieved_at.setdefault(instruction, len(trace.actions))
                 if done[i]:
                     ended_by_limit = bool(truncated[i] and not terminated[i])
                     results[job_of_slot[i]] = _finish(
@@ -305,6 +308,7 @@ def _finish(
         frames=np.stack(trace.frames),
         step_info=step_info,
         achieved=list(achieved),
+        achieved_at=dict(trace.achieved_at),
         policy_id=policy_id,
         round=round,
         episode_id=f"r{round}/{job.task_id}/s{job.seed}/{job.tag}",

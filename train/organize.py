@@ -26,6 +26,9 @@ from verifiers.relabel import relabel
 from verifiers.rules import default_rules
 
 UPDATES = {"sft": sft_update, "rl": rl_update, "dpo": dpo_update}
+OUTCOME_VERIFIERS = {"environment", "time_limit"}
+"""Verifiers that judge whether the instruction was achieved (in time): relabelling redefines the
+instruction, so their failing verdicts do not block it; every other rule's verdict does."""
 
 
 def verifier_names() -> list[str]:
@@ -126,7 +129,7 @@ def _relabel_failures(episodes: list[Episode], verdicts: list[Verdict]) -> list[
         for e in episodes
         if not e.is_success
         and not any(
-            v.passed is False and v.verifier != EnvironmentVerifier.name
+            v.passed is False and v.verifier not in OUTCOME_VERIFIERS
             for v in by_episode.get(e.episode_id, [])
         )
     ]

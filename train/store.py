@@ -56,6 +56,8 @@ SCHEMA = pa.schema(
         ("step_info_names", pa.list_(pa.string())),
         ("step_info_values", pa.list_(pa.float32())),
         ("achieved", pa.list_(pa.string())),
+        ("achieved_at_names", pa.list_(pa.string())),
+        ("achieved_at_steps", pa.list_(pa.int64())),
         ("frame_shape", pa.list_(pa.int64())),
         ("frames_png", pa.binary()),
     ],
@@ -251,6 +253,8 @@ def _to_row(episode: Episode) -> dict:
         "step_info_names": names,
         "step_info_values": np.concatenate(info) if info else np.zeros(0, np.float32),
         "achieved": list(episode.achieved),
+        "achieved_at_names": list(episode.achieved_at),
+        "achieved_at_steps": [int(t) for t in episode.achieved_at.values()],
         "frame_shape": None if frames is None else list(frames.shape),
         "frames_png": None if frames is None else _encode_frames(frames),
     }
@@ -280,6 +284,9 @@ def _from_row(record: dict, path: Path) -> Episode:
             frames=frames,
             step_info={name: values[i].copy() for i, name in enumerate(names)},
             achieved=list(record["achieved"]),
+            achieved_at=dict(
+                zip(record["achieved_at_names"], map(int, record["achieved_at_steps"]), strict=True)
+            ),
             policy_id=record["policy_id"],
             round=record["round"],
             episode_id=record["episode_id"],

@@ -46,6 +46,10 @@ class Episode:
     """Numeric per-step diagnostics from `info` (reward terms, contact force, ...): name -> float32 [T]."""
     achieved: list[str] = field(default_factory=list)
     """Instructions of the same task that the final state satisfies (for hindsight relabelling)."""
+    achieved_at: dict[str, int] = field(default_factory=dict)
+    """Instruction -> the number of steps after which the state first satisfied it, for every
+    instruction of the task satisfied at some point of the episode (hindsight relabelling of a
+    prefix: a policy that touched the blue ball on its way elsewhere did reach the blue ball)."""
     policy_id: str = EXPERT_POLICY_ID
     """Checkpoint id of the acting policy, or `expert` / `random`."""
     round: int = 0

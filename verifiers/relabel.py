@@ -12,11 +12,13 @@ def relabel(episodes: Sequence[Episode]) -> list[Episode]:
     """New successful episodes, one per (failed episode, instruction its final state achieved).
 
     Reads `episode.achieved` (filled by the collector from `env.unwrapped.achieved_instructions()`
-    at the final step: the canonical instructions of the task that the final state satisfies).
+    at the final step: the canonical instructions of the task that the final state satisfies) and
+    `episode.achieved_at` (each instruction satisfied at some step, with the first such step): an
+    instruction first satisfied after t steps yields the episode's first t steps.
     The copy has `instruction` = the achieved one, `relabelled_from` = the original,
     `is_success=True`, `truncated=False` and an `episode_id` with a `/relabel:<k>` suffix; actions,
-    frames, states, rewards and `step_info` are those of the original (rewards were computed for
-    the original instruction). The original episode is untouched. Successful and already
+    frames, states, rewards and `step_info` are those of the original, or of its first t steps
+    (rewards were computed for the original instruction). The original episode is untouched. Successful and already
     relabelled episodes yield nothing: a failed episode cannot have achieved its own goal.
     """
     relabelled = []
@@ -30,17 +32,39 @@ def relabel(episodes: Sequence[Episode]) -> list[Episode]:
                 f"relabel: episode {episode.episode_id!r} has achieved={episode.achieved!r}; "
                 "expected a list of instructions"
             )
-        for k, instruction in enumerate(dict.fromkeys(episode.achieved)):
+        goals = dict.fromkeys(episode.achieved, episode.length)
+        for instruction, t in episode.achieved_at.items():  # first achieved: relabel that prefix
+            goals[instruction] = min(int(t), goals.get(instruction, episode.length))
+        for k, (instruction, t) in enumerate(goals.items()):
             relabelled.append(
                 replace(
-                    episode,
+                    _prefix(episode, t),
                     instruction=instruction,
                     is_success=True,
                     truncated=False,
                     relabelled_from=episode.instruction,
                     episode_id=f"{episode.episode_id}/relabel:{k}",
-                    achieved=list(episode.achieved),
-                    step_info=dict(episode.step_info),
+                    achieved=[instruction] if t < episode.length else list(episode.achieved),
+                    achieved_at={instruction: t},
                 )
             )
     return relabelled
+
+
+def _prefix(episode: Episode, t: int) -> Episode:
+    """The first `t` steps of `episode` (frames and states through the observation after step t)."""
+    if not 1 <= t <= episode.length:
+        raise ValueError(
+            f"relabel: episode {episode.episode_id!r} has achieved_at step {t}; expected 1..{episode.length}"
+        )
+    frames = None if episode.frames is None else episode.frames[: t + 1]
+    return replace(
+        episode,
+        actions=episode.actions[:t],
+        action_bins=episode.action_bins[:t],
+        logprobs=episode.logprobs[:t],
+        rewards=episode.rewards[:t],
+        states=episode.states[: t + 1],
+        frames=frames,
+        step_info={key: value[:t] for key, value in episode.step_info.items()},
+    )
