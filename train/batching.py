@@ -105,6 +105,18 @@ def chunks(num_samples: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, num_samples))
 
 
+def shift_images(images: np.ndarray, pad: int, generator: torch.Generator) -> np.ndarray:
+    """Each image translated by a random offset in [-pad, pad]^2 pixels, edges replicated
+    (DrQ-style augmentation: the scene moves as a whole, so where the gripper is relative to the
+    objects, which decides the action, is unchanged)."""
+    if pad <= 0:
+        return images
+    n, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).numpy()
+    return np.stack([padded[i, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets)])
+
+
 def forward_logprobs(policy, steps: StepSet, temperature: float = 1.0) -> torch.Tensor:
     """Teacher-forced log-probs [N, d] of `steps.bins` under `policy`, in one forward pass."""
     inputs = policy.prepare_inputs(steps.images, steps.instructions, steps.states, steps.bins)

@@ -69,6 +69,14 @@ class OptimConfig:
 class SFTConfig(OptimConfig):
     """Filtered behaviour cloning: cross-entropy on the action tokens of (successful) episodes."""
 
+    augment_shift: int = 0
+    """Translate each training image by up to this many pixels (random per sample; 0: off)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.augment_shift < 0:
+            raise ValueError(f"augment_shift must be >= 0, got {self.augment_shift}")
+
 
 @dataclass
 class RLConfig(OptimConfig):

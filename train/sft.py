@@ -11,7 +11,14 @@ from collections.abc import Sequence
 
 import torch
 
-from train.batching import chunks, episode_steps, forward_logprobs, minibatches, step_logprobs
+from train.batching import (
+    chunks,
+    episode_steps,
+    forward_logprobs,
+    minibatches,
+    shift_images,
+    step_logprobs,
+)
 from train.losses import sft_loss
 from train.optim import (
     Optimization,
@@ -51,6 +58,7 @@ def sft_update(
                 batch = steps.select(index)
                 for rows in chunks(len(batch), config.forward_chunk):
                     part = batch.select(rows)
+                    part.images = shift_images(part.images, config.augment_shift, generator)
                     loss = sft_loss(forward_logprobs(policy, part))
                     (loss * (len(part) / len(batch)) * opt.loss_scale).backward()
                     total += loss.item() * len(part)
