@@ -29,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from train.campaign_config import load_campaign_config
 
     _setup_logging()
+    if args.config is not None and "=" in args.config and not Path(args.config).exists():
+        # argparse gives the first positional to CONFIG: `run --preset tiny rounds=1` has none.
+        args.overrides.insert(0, args.config)
+        args.config = None
     if args.config is None and args.preset is None and not args.resume:
         args.preset = "default"
     name = args.preset or (Path(args.config).stem if args.config else "campaign")
