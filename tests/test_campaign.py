@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from train.campaign_config import load_campaign_config
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 CLI = [sys.executable, "-m", "train.cli"]
 TIMING = ("per_s", "seconds", "time")
+TINY = load_campaign_config(preset="tiny")
+DEMO_PARTS = -(-2 * TINY.demos.episodes_per_task // TINY.collect.chunk_episodes)
 
 
 def _run(args, **kwargs):
@@ -44,7 +48,8 @@ def test_tiny_campaign_writes_every_artifact(tiny_run):
     assert [r["round"] for r in rows] == [0, 1, 2]
     for r in rows:
         assert 0.0 <= r["eval/ci_low"] <= r["eval/success_rate"] <= r["eval/ci_high"] <= 1.0
-    assert rows[0]["demos/episodes"] == 8 and rows[1]["rollout/episodes"] == 16
+    assert rows[0]["demos/episodes"] == 2 * TINY.demos.episodes_per_task
+    assert rows[1]["rollout/episodes"] == 2 * TINY.collect.episodes_per_task
     assert "train/sft_loss" in rows[0] and "organize/sft_episodes" in rows[1]
     for k in range(3):
         assert (out / "checkpoints" / f"round_{k}" / "config.json").is_file()
@@ -59,7 +64,7 @@ def test_tiny_campaign_writes_every_artifact(tiny_run):
         "completed_round": 2
     }
     assert (
-        len(list((out / "episodes").glob("part-*.parquet"))) == 1 + 2 + 2
+        len(list((out / "episodes").glob("part-*.parquet"))) == DEMO_PARTS + 2 + 2
     )  # demos, 2 chunks x 2 rounds
     summary = (out / "summary.md").read_text()
     assert "**mean**" in summary and "ReachBall-v0" in summary and summary.strip() in stdout
@@ -74,7 +79,10 @@ def test_killed_campaign_resumes_to_the_same_result(tiny_run, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 900
     # Kill once the first chunk of round 1 is in the store: mid-round, between two chunks.
-    while time.time() < deadline and len(list((out / "episodes").glob("part-*.parquet"))) < 2:
+    while (
+        time.time() < deadline
+        and len(list((out / "episodes").glob("part-*.parquet"))) < DEMO_PARTS + 1
+    ):
         assert proc.poll() is None, "campaign ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class Campaign:
         self.store = EpisodeStore(self.out / "episodes")
         self.runlog = RunLog(self.out)
         self.policy: Policy | None = None
+        self.last_steps_per_s: float | None = None
+        """Env-steps/s of the last collection (None when it was all read back from the store)."""
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -112,6 +115,8 @@ class Campaign:
             "rollout/successes": sum(e.is_success for e in episodes),
             "rollout/success_rate": sum(e.is_success for e in episodes) / max(1, len(episodes)),
         }
+        if self.last_steps_per_s is not None:
+            record["rollout/steps_per_s"] = self.last_steps_per_s
         verdicts = organize.verify(episodes, cfg.verify.verifiers)
         self.runlog.write_verdicts(k, verdicts)
         data = organize.build_round_data(self.store, self.runlog, k, episodes, verdicts, cfg)
@@ -178,6 +183,7 @@ class Campaign:
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         stored = {e.episode_id: e for e in self.store.load(where={"round": k}, with_frames=True)}
         episodes: list[Episode] = []
+        steps, seconds = 0, 0.0
         with progress_bar(len(jobs), desc) as bar:
             for c, chunk in enumerate(chunks):
                 ids = [f"r{k}/{j.task_id}/s{j.seed}/{j.tag}" for j in chunk]
@@ -185,6 +191,7 @@ class Campaign:
                     episodes += [stored[i] for i in ids]
                     bar.update(len(chunk))
                     continue
+                start = time.perf_counter()
                 new = collect_episodes(
                     chunk,
                     policy,
@@ -197,8 +204,13 @@ class Campaign:
                     vectorization=cfg.collect.vectorization,
                     progress=bar.update,
                 )
+                seconds += time.perf_counter() - start
+                steps += sum(e.length for e in new)
                 self.store.append(new)
                 episodes += new
+        if seconds > 0:
+            log.info("%s: %d env-steps at %.1f steps/s", desc, steps, steps / seconds)
+        self.last_steps_per_s = steps / seconds if seconds > 0 else None
         return episodes
 
     def _fresh_policy(self) -> Policy:

@@ -137,5 +137,11 @@ def _relabel_failures(episodes: list[Episode], verdicts: list[Verdict]) -> list[
 
 
 def run_update(name: str, policy: Any, data: list, config: Any, seed: int) -> dict[str, float]:
-    """One configured update (`sft`, `rl` or `dpo`) with its seed set; returns its metrics."""
-    return UPDATES[name](policy, data, replace(config, seed=seed))
+    """One configured update (`sft`, `rl` or `dpo`) with its seed set; returns its metrics, the
+    generic ones named after the update (`train/lr` -> `train/rl_lr`) so a sequence keeps all."""
+    metrics = UPDATES[name](policy, data, replace(config, seed=seed))
+    named = {}
+    for key, value in metrics.items():
+        space, rest = key.split("/", 1)
+        named[key if rest.startswith(name) or rest == "kl" else f"{space}/{name}_{rest}"] = value
+    return named
