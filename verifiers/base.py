@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -52,3 +52,24 @@ def verdicts_by_episode(verdicts: Sequence[Verdict]) -> dict[str, list[Verdict]]
     for verdict in verdicts:
         grouped.setdefault(verdict.episode_id, []).append(verdict)
     return grouped
+
+
+def probability_verdicts(
+    episodes: Sequence[Episode],
+    probs: Sequence[float],
+    verifier: str,
+    threshold: float,
+    describe: Callable[[float, str], str],
+) -> list[Verdict]:
+    """One verdict per episode from a success probability: passed when p >= `threshold`;
+    `describe(p, comparison)` (comparison is ">=" or "<" against the threshold) gives the reason."""
+    return [
+        Verdict(
+            e.episode_id,
+            verifier,
+            bool(p >= threshold),
+            float(p),
+            describe(p, ">=" if p >= threshold else "<"),
+        )
+        for e, p in zip(episodes, probs, strict=True)
+    ]

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from verifiers.base import require_frames
+from verifiers.base import probability_verdicts, require_frames
 from verifiers.episode import Episode, Verdict
 from verifiers.text import encode_instructions
 
@@ -144,20 +144,18 @@ class SuccessClassifier:
         return torch.cat(probs).numpy().astype(np.float32)
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
-        probs = self.predict(list(episodes))
         threshold = self.config.threshold
-        return [
-            Verdict(
-                e.episode_id,
-                self.name,
-                bool(p >= threshold),
-                float(p),
-                f"predicted success probability {p:.3f} ({'>=' if p >= threshold else '<'} "
-                f"{threshold:g}) from the final frame"
-                + ("" if self.fitted else " (untrained classifier)"),
-            )
-            for e, p in zip(episodes, probs, strict=True)
-        ]
+        suffix = "" if self.fitted else " (untrained classifier)"
+        return probability_verdicts(
+            episodes,
+            self.predict(list(episodes)),
+            self.name,
+            threshold,
+            lambda p, cmp: (
+                f"predicted success probability {p:.3f} ({cmp} {threshold:g}) "
+                f"from the final frame{suffix}"
+            ),
+        )
 
     def save(self, directory: str | Path) -> None:
         """Write `config.json` and `model.safetensors` into `directory`."""

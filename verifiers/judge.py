@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from verifiers.base import require_frames
+from verifiers.base import probability_verdicts, require_frames
 from verifiers.episode import Episode, Verdict
 
 QUESTION = "Instruction: {instruction}\nWas the instruction accomplished? Answer yes or no:"
@@ -145,20 +145,17 @@ class MLLMJudge:
         return torch.cat(probs).numpy().astype(np.float32) if probs else np.zeros(0, np.float32)
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
-        probs = self.predict(episodes)
         threshold = self.config.threshold
-        return [
-            Verdict(
-                e.episode_id,
-                self.name,
-                bool(p >= threshold),
-                float(p),
-                f"the backbone answers yes with probability {p:.3f} "
-                f"({'>=' if p >= threshold else '<'} {threshold:g})"
-                + ("" if self.fitted else " (not fine-tuned)"),
-            )
-            for e, p in zip(episodes, probs, strict=True)
-        ]
+        suffix = "" if self.fitted else " (not fine-tuned)"
+        return probability_verdicts(
+            episodes,
+            self.predict(episodes),
+            self.name,
+            threshold,
+            lambda p, cmp: (
+                f"the backbone answers yes with probability {p:.3f} ({cmp} {threshold:g}){suffix}"
+            ),
+        )
 
     def save(self, directory: str | Path) -> None:
         """Write `judge.json` and the backbone (`policy/`, via `save_pretrained`) into `directory`."""
