@@ -186,7 +186,7 @@ class Campaign:
         steps, seconds = 0, 0.0
         with progress_bar(len(jobs), desc) as bar:
             for c, chunk in enumerate(chunks):
-                ids = [f"r{k}/{j.task_id}/s{j.seed}/{j.tag}" for j in chunk]
+                ids = [j.episode_id(k) for j in chunk]
                 if all(i in stored for i in ids):
                     episodes += [stored[i] for i in ids]
                     bar.update(len(chunk))

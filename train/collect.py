@@ -26,6 +26,10 @@ class Job:
     tag: str = "k0"
     """Distinguishes repeated episodes of the same (task, seed), e.g. the members of an RL group."""
 
+    def episode_id(self, round: int) -> str:
+        """The id of this job's episode when collected in `round` (unique within a campaign)."""
+        return f"r{round}/{self.task_id}/s{self.seed}/{self.tag}"
+
 
 class TaskSlot(gym.Env):
     """One vector-env slot that can host any registered task; `task_id` is set before each reset.
@@ -311,5 +315,5 @@ def _finish(
         achieved_at=dict(trace.achieved_at),
         policy_id=policy_id,
         round=round,
-        episode_id=f"r{round}/{job.task_id}/s{job.seed}/{job.tag}",
+        episode_id=job.episode_id(round),
     )
