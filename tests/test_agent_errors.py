@@ -2,18 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from agent import Policy
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,9 @@
 """The policy learns: it overfits a handful of examples to exact bins and reads both inputs."""
 
 import numpy as np
-import pytest
 import torch
 
 from agent import Policy
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On the shared 2-core machine, one thread per process avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _examples():

@@ -1,20 +1,10 @@
 """LoRA through peft: configurable targets and rank, adapter on/off, merge, save/load."""
 
 import numpy as np
-import pytest
 import torch
 from peft import PeftModel
 
 from agent import Policy
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 rng = np.random.default_rng(0)
 IMAGES = rng.integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)

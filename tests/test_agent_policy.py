@@ -8,16 +8,6 @@ from agent import Policy
 from agent.families import processor_inputs
 from agent.prompt import prompt_text
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On the shared 2-core machine, one thread per process avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 B = 4
 INSTRUCTIONS = [
     "pick the red cube",

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from transformers import (
     Idefics3Config,
     Idefics3ForConditionalGeneration,
@@ -20,16 +19,6 @@ from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImag
 from agent import Policy
 from agent.qwen_processor import QwenImageTextProcessor
 from agent.tokenizer import ACTION_TOKENS, train_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On the shared 2-core machine, one thread per process avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 QWEN_SPECIALS = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>")
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
