@@ -2,8 +2,9 @@
 
 In one run, with one policy (a built-in preset, fresh weights) on one task:
 - `campaign`: `train.collect.collect_episodes` as a campaign round runs it: N env slots in a
-  gymnasium vector env, the policy acting on all of them as one batch (fast prompt path, KV-cached
-  decoding of the 4 action tokens, instruction prefix reused within an episode), sampled.
+  gymnasium vector env (made and warmed up before timing, as a campaign keeps one per run), the
+  policy acting on all of them as one batch (fast prompt path, KV-cached decoding of the 4 action
+  tokens, instruction prefix reused within an episode), sampled.
 - `naive`: one env; every step runs the model's processor on the observation and then plain
   `model.generate(max_new_tokens=4)`, as a first script would.
 - compute bound: matmul FLOP/s measured now / the policy's FLOPs per action (the same count as
@@ -29,17 +30,24 @@ from agent import Policy
 from agent.action_tokens import bins_to_actions
 from agent.families import processor_inputs
 from agent.prompt import prompt_text
-from train.collect import Job, collect_episodes
+from train.collect import Job, collect_episodes, make_vector_env
 
 
 def campaign_steps_per_s(
     policy: Policy, task: str, num_envs: int, episodes: int
 ) -> tuple[float, int]:
-    jobs = [Job(task, 5_000 + i) for i in range(episodes)]
-    start = time.perf_counter()
-    collected = collect_episodes(jobs, policy, num_envs=num_envs, temperature=1.0, seed=0)
+    # A campaign makes its vector env once per run (~0.1 s per slot) and keeps it; so does this.
+    vec = make_vector_env([task], num_envs, policy.settings.image_size)
+    try:
+        collect_episodes([Job(task, i) for i in range(num_envs)], "expert", vector_env=vec)
+        jobs = [Job(task, 5_000 + i) for i in range(episodes)]
+        start = time.perf_counter()
+        collected = collect_episodes(jobs, policy, vector_env=vec, temperature=1.0, seed=0)
+        seconds = time.perf_counter() - start
+    finally:
+        vec.close()
     steps = sum(e.length for e in collected)
-    return steps / (time.perf_counter() - start), steps
+    return steps / seconds, steps
 
 
 def naive_steps_per_s(policy: Policy, task: str, steps: int) -> float:

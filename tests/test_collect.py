@@ -5,7 +5,7 @@ import pytest
 
 import envs
 from agent import Policy
-from train.collect import Job, collect_episodes
+from train.collect import Job, collect_episodes, make_vector_env
 
 REACH = envs.resolve("reach")
 
@@ -67,6 +67,28 @@ def test_policy_rollouts_are_deterministic_and_carry_logprobs():
         assert np.isfinite(x.logprobs).all() and (x.logprobs <= 0).all()
     # two samples from the same seed differ (the policy samples)
     assert not np.array_equal(a[0].action_bins, a[1].action_bins)
+
+
+def test_a_reused_vector_env_gives_the_same_episodes_and_parks_idle_slots():
+    """A campaign keeps one vector env: what earlier calls left in it (ended episodes, slots never
+    reset, parked slots) changes nothing, and slots without a job do not simulate."""
+    policy = Policy.from_preset("tiny", seed=0)
+    press = envs.resolve("press_button")
+    jobs = [Job(REACH, 300), Job(press, 301), Job(REACH, 302), Job(press, 303), Job(REACH, 304)]
+    fresh = collect_episodes(jobs, policy, num_envs=4, seed=5)
+    vec = make_vector_env([REACH, press], 4)
+    try:
+        collect_episodes([Job(press, 9)], "expert", vector_env=vec)  # 3 slots idle, 1 ends
+        assert list(vec.get_attr("parked")) == [False, True, True, True]
+        again = collect_episodes(jobs, policy, vector_env=vec, seed=5)
+        parked = list(vec.get_attr("parked"))
+    finally:
+        vec.close()
+    for x, y in zip(fresh, again, strict=True):
+        np.testing.assert_array_equal(x.frames, y.frames)
+        np.testing.assert_array_equal(x.action_bins, y.action_bins)
+        assert x.achieved_at == y.achieved_at and x.is_success == y.is_success
+    assert sum(parked) == 3  # five jobs on four slots: at the end one slot ran the fifth
 
 
 def test_async_vector_env_gives_the_same_episodes():

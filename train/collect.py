@@ -44,6 +44,10 @@ class TaskSlot(gym.Env):
         self._image_size = image_size
         self._envs: dict[str, gym.Env] = {}
         self.task_id = task_ids[0]
+        self.parked = False
+        """A parked slot has no job: it neither simulates nor renders, and repeats its last
+        observation (the vector env steps every slot; idle ones would otherwise cost as much)."""
+        self._last_obs: dict | None = None
         first = self._env(self.task_id)
         self.observation_space = first.observation_space
         self.action_space = first.action_space
@@ -54,10 +58,18 @@ class TaskSlot(gym.Env):
         return self._envs[task_id]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        return self._env(self.task_id).reset(seed=seed, options=options)
+        if self.parked and self._last_obs is not None:
+            return self._last_obs, {}
+        obs, info = self._env(self.task_id).reset(seed=seed, options=options)
+        self._last_obs = obs
+        return obs, info
 
     def step(self, action):
-        return self._env(self.task_id).step(action)
+        if self.parked:
+            return self._last_obs, 0.0, False, False, {}
+        obs, reward, terminated, truncated, info = self._env(self.task_id).step(action)
+        self._last_obs = obs
+        return obs, reward, terminated, truncated, info
 
     def expert_action(self) -> np.ndarray:
         return self._env(self.task_id).unwrapped.expert_action()
@@ -176,6 +188,12 @@ def collect_episodes(
     action bins before execution so that a perfect imitator reproduces the demo) or "random"
     (uniform action bins). `seed` seeds the policy's sampling; with the same jobs and seed the
     episodes are identical. `progress`, if given, is called with the number of finished episodes.
+
+    `vector_env` (from `make_vector_env`, covering the jobs' tasks) is used instead of a fresh one
+    and left open: making and first rendering an env costs ~0.1 s per slot, so callers that collect
+    repeatedly (a campaign's chunks and evaluations) keep one. What earlier calls left in it does
+    not change the episodes; its number of slots does (it decides which episodes run side by side
+    and so the policy's sampling), as `num_envs` does.
     """
     jobs = list(jobs)
     if not jobs:
@@ -208,7 +226,9 @@ def collect_episodes(
     job_of_slot = [-1] * n
     next_job = 0
     obs: dict | None = None
-    ended = np.zeros(n, dtype=bool)
+    # Every slot counts as ended at first, so that the first reset covers the slots left without a
+    # job too: a reused `vector_env` may hold episodes a previous call ended (or never reset).
+    ended = np.ones(n, dtype=bool)
     try:
         while len(results) < len(jobs):
             free = [i for i in range(n) if traces[i] is None]
@@ -253,13 +273,19 @@ def collect_episodes(
 
 
 def _start(vec, obs, jobs, slots, parking, first_job, traces, job_of_slot) -> dict:
-    """Reset `slots` onto the next jobs (and idle `parking` slots onto any state); return the
-    vector observation with them fresh."""
+    """Reset `slots` onto the next jobs and park the idle `parking` slots; return the vector
+    observation with them fresh."""
     n = vec.num_envs
     mask = np.zeros(n, dtype=bool)
     mask[slots + parking] = True
     seeds: list[int | None] = [0 if i in parking else None for i in range(n)]
     tasks = list(vec.get_attr("task_id"))
+    parked = list(vec.get_attr("parked"))
+    for i in slots:
+        parked[i] = False
+    for i in parking:
+        parked[i] = True
+    vec.set_attr("parked", parked)
     for k, slot in enumerate(slots):
         job = jobs[first_job + k]
         tasks[slot] = job.task_id

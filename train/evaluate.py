@@ -103,8 +103,10 @@ def evaluate(
     round: int = 0,
     vectorization: str = "sync",
     progress: Any = None,
+    vector_env: Any = None,
 ) -> tuple[dict[str, TaskResult], list[Episode]]:
-    """Greedy rollouts on the held-out seeds; returns per-task results and the episodes."""
+    """Greedy rollouts on the held-out seeds; returns per-task results and the episodes
+    (`vector_env`: reuse an open one, see `collect_episodes`)."""
     episodes = collect_episodes(
         eval_jobs(task_ids, episodes_per_task),
         policy,
@@ -113,6 +115,7 @@ def evaluate(
         round=round,
         greedy=True,
         vectorization=vectorization,
+        vector_env=vector_env,
         progress=progress,
     )
     return summarize(episodes, task_ids), episodes
