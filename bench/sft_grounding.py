@@ -20,7 +20,7 @@ import torch
 
 import envs
 from agent.policy import Policy
-from train.batching import episode_steps
+from train.batching import chunks, episode_steps
 from train.collect import Job, collect_episodes
 from train.diagnostics import image_reliance
 from train.evaluate import evaluate
@@ -50,7 +50,7 @@ def direction_agreement(policy, validation) -> dict[str, float]:
     chosen = np.concatenate(
         [
             policy.act(part.images, part.instructions, part.states, greedy=True).bins
-            for part in (steps.select(slice(i, i + 128)) for i in range(0, len(steps), 128))
+            for part in (steps.select(rows) for rows in chunks(len(steps), 128))
         ]
     )
     first = np.r_[True, steps.episode_index[1:] != steps.episode_index[:-1]]
