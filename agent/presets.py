@@ -41,6 +41,7 @@ class PolicyPreset:
 
 PRESETS: dict[str, PolicyPreset] = {
     "tiny": PolicyPreset(name="tiny"),
+    "tiny_vision": PolicyPreset(name="tiny_vision", use_state=False),
     "small": PolicyPreset(
         name="small",
         vision_hidden=192,

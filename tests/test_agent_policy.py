@@ -35,7 +35,9 @@ def test_presets_are_sized_as_specified():
     small = Policy.from_preset("small").num_parameters()
     assert 1e6 <= tiny <= 5e6
     assert 10e6 <= small <= 30e6
-    with pytest.raises(ValueError, match="unknown policy preset 'huge'; known: tiny, small"):
+    with pytest.raises(
+        ValueError, match="unknown policy preset 'huge'; known: tiny, tiny_vision, small"
+    ):
         Policy.from_preset("huge")
 
 
