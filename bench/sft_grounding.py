@@ -42,7 +42,7 @@ def recipe(text: str) -> tuple[int, int]:
     return batch, steps
 
 
-def direction_agreement(policy, validation) -> dict[str, float]:
+def direction_agreement(policy, validation) -> dict[str, float | None]:
     """How often the greedy action moves the same way as the expert's, per movement axis, on every
     validation step and on first steps only (where the target's place is known from the image alone:
     the fingertip has not moved yet). Steps whose expert action on that axis is ~0 are left out."""
