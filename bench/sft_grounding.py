@@ -6,7 +6,8 @@ on the demonstrations of one task, then measured on demonstrations of other seed
 the greedy action moves the expert's way, per axis, on all steps and on first steps) and by greedy
 success on the held-out evaluation seeds, beside a uniformly random policy on the same seeds.
 
-Usage: python bench/sft_grounding.py [--task reach] [--demos 1000] [--recipes 32x600 8x2400]
+Usage: python bench/sft_grounding.py [--preset tiny] [--task reach] [--demos 1000] [--goals drawn|all]
+       [--recipes 32x600 8x2400]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import envs
 from agent.policy import Policy
 from train.batching import chunks, episode_steps
-from train.collect import Job, collect_episodes
+from train.collect import Job, all_goal_jobs, collect_episodes
 from train.diagnostics import image_reliance
 from train.evaluate import evaluate
 from train.optim import SFTConfig
@@ -76,10 +77,26 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100, help="held-out evaluation seeds")
     parser.add_argument("--recipes", type=recipe, nargs="+", default=[(32, 600), (8, 2400)])
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--goals",
+        choices=("drawn", "all"),
+        default="drawn",
+        help="demos of each seed's drawn goal, or of every goal of its scene (same demo count)",
+    )
     args = parser.parse_args()
 
     task = envs.resolve(args.task)
-    demos = collect_episodes([Job(task, s) for s in range(args.demos)], "expert", num_envs=16)
+    if args.goals == "all":
+        jobs = []
+        seed = 0
+        while len(jobs) < args.demos:
+            jobs += all_goal_jobs(task, [seed])
+            seed += 1
+        jobs = jobs[: args.demos]
+    else:
+        jobs = [Job(task, s) for s in range(args.demos)]
+    demos = collect_episodes(jobs, "expert", num_envs=16)
+    demos = [e for e in demos if e.is_success]
     held = [Job(task, VALIDATION_SEED_BASE + s) for s in range(args.validation_demos)]
     validation = collect_episodes(held, "expert", num_envs=16)
     random, _ = evaluate("random", [task], args.episodes)
@@ -98,7 +115,8 @@ def main() -> None:
         low, high = results[task].interval
         row = {
             "preset": args.preset,
-            "demos": args.demos,
+            "demos": len(demos),
+            "goals": args.goals,
             "demo_steps": sum(e.length for e in demos),
             "batch_size": batch_size,
             "optimizer_steps": steps,

@@ -71,7 +71,8 @@ class TabletopEnv(gym.Env, abc.ABC):
     Action (4,): (dx, dy, dz) in [-1, 1] moves the fingertip target by up to `MAX_MOVE` m per
     axis; the 4th entry sets the fingers (-1 open, +1 closed). Observation: `image` uint8
     [H, W, 3] from the `front` camera, `state` float32 [4] (fingertip xyz in metres, finger gap
-    in metres), `instruction` str.
+    in metres), `instruction` str. `reset(options={"instruction": text})` keeps the seed's scene
+    but names the goal `text` instead of the drawn one (see `possible_instructions`).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -164,6 +165,9 @@ class TabletopEnv(gym.Env, abc.ABC):
         self.goal = self._reset_task(rng)
         template = self.instruction_templates[rng.integers(len(self.instruction_templates))]
         self.instruction = template.format(**self.goal)
+        forced = (options or {}).get("instruction")
+        if forced is not None:
+            self.goal, self.instruction = self._parse_instruction(forced), forced
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
         self._contact_force = self._max_contact_force()
         return self._observation(), self._info()
@@ -204,6 +208,32 @@ class TabletopEnv(gym.Env, abc.ABC):
         """Canonical instructions of this task that the current state satisfies."""
         canonical = self.instruction_templates[0]
         return [canonical.format(**g) for g in self._possible_goals() if self._goal_satisfied(g)]
+
+    def possible_instructions(self, template: int | None = 0) -> list[str]:
+        """Instructions of every goal this task could name in the current scene (e.g. each ball's
+        colour), in template form `template` (0, the canonical; None, the one this episode drew).
+        `reset(seed=s, options={"instruction": i})` gives the same scene with goal i."""
+        if template is None:
+            template = next(
+                k
+                for k, t in enumerate(self.instruction_templates)
+                if t.format(**self.goal) == self.instruction
+            )
+        form = self.instruction_templates[template]
+        return [form.format(**g) for g in self._possible_goals()]
+
+    def _parse_instruction(self, instruction: Any) -> dict[str, str]:
+        """The goal that `instruction` (any template form) names in the current scene."""
+        if isinstance(instruction, str):
+            text = " ".join(instruction.lower().split())
+            for goal in self._possible_goals():
+                if any(text == t.format(**goal) for t in self.instruction_templates):
+                    return goal
+        raise ValueError(
+            f"reset option instruction={instruction!r} names no goal of this scene; expected one of "
+            f"{self.possible_instructions()} (or another template form of one: "
+            f"{list(self.instruction_templates)})"
+        )
 
     def is_satisfied(self, instruction: str) -> bool:
         """Whether the current state satisfies `instruction` (any template form of this task)."""

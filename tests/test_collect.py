@@ -5,7 +5,7 @@ import pytest
 
 import envs
 from agent import Policy
-from train.collect import Job, collect_episodes, make_vector_env
+from train.collect import Job, all_goal_jobs, collect_episodes, make_vector_env
 
 REACH = envs.resolve("reach")
 
@@ -89,6 +89,22 @@ def test_a_reused_vector_env_gives_the_same_episodes_and_parks_idle_slots():
         np.testing.assert_array_equal(x.action_bins, y.action_bins)
         assert x.achieved_at == y.achieved_at and x.is_success == y.is_success
     assert sum(parked) == 3  # five jobs on four slots: at the end one slot ran the fifth
+
+
+def test_all_goal_jobs_give_expert_demos_of_every_goal_of_one_scene():
+    jobs = all_goal_jobs(REACH, [7, 8])
+    assert [j.seed for j in jobs] == [7, 7, 7, 8, 8, 8]  # ReachBall: three balls, three goals
+    assert len({j.episode_id(0) for j in jobs}) == 6
+    # A forced instruction sticks to its slot's job only: the drawn job after it keeps its own.
+    drawn = Job(REACH, 7, "drawn")
+    episodes = collect_episodes([*jobs[:3], drawn], "expert", num_envs=2)
+    assert [e.instruction for e in episodes[:3]] == [j.instruction for j in jobs[:3]]
+    assert len({e.instruction for e in episodes[:3]}) == 3
+    assert episodes[3].instruction in [e.instruction for e in episodes[:3]]
+    assert all(e.is_success for e in episodes)
+    np.testing.assert_array_equal(episodes[0].frames[0], episodes[1].frames[0])  # same scene
+    tips = [e.states[-1][:3] for e in episodes[:2]]
+    assert np.linalg.norm(tips[0] - tips[1]) > 0.05  # the tip ends at a different ball
 
 
 def test_async_vector_env_gives_the_same_episodes():

@@ -166,3 +166,23 @@ def test_objects_off_table_counts_a_fallen_cube():
     task_env.place_object("cube0", np.array([0.0, -0.5, 0.02]))  # beyond the table's front edge
     _, _, _, _, info = env.step(np.zeros(4, np.float32))
     assert info["objects_off_table"] == 1
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_forced_instruction_keeps_the_scene_and_changes_the_goal(task):
+    env = gymnasium.make(task)
+    drawn, _ = env.reset(seed=4)
+    goal = dict(env.unwrapped.goal)
+    worded = env.unwrapped.possible_instructions(template=None)  # in the drawn wording
+    assert drawn["instruction"] in worded and len(worded) >= 2
+    canonical = env.unwrapped.possible_instructions()
+    others = [i for i in worded if i != drawn["instruction"]]
+    for text in [*others[:2], canonical[worded.index(others[0])]]:
+        forced, _ = env.reset(seed=4, options={"instruction": text})
+        assert forced["instruction"] == text
+        assert np.array_equal(forced["image"], drawn["image"])
+        assert np.array_equal(forced["state"], drawn["state"])
+        assert env.unwrapped.goal != goal
+    with pytest.raises(ValueError, match="names no goal of this scene"):
+        env.reset(seed=4, options={"instruction": "juggle the purple ball"})
+    env.close()

@@ -25,6 +25,9 @@ class Job:
     seed: int
     tag: str = "k0"
     """Distinguishes repeated episodes of the same (task, seed), e.g. the members of an RL group."""
+    instruction: str | None = None
+    """Name this goal of the seed's scene instead of the drawn one (one of the scene's
+    `possible_instructions`, in any template form); None keeps the drawn instruction."""
 
     def episode_id(self, round: int) -> str:
         """The id of this job's episode when collected in `round` (unique within a campaign)."""
@@ -44,6 +47,8 @@ class TaskSlot(gym.Env):
         self._image_size = image_size
         self._envs: dict[str, gym.Env] = {}
         self.task_id = task_ids[0]
+        self.instruction: str | None = None
+        """Forced instruction for the next reset (`Job.instruction`); None keeps the drawn one."""
         self.parked = False
         """A parked slot has no job: it neither simulates nor renders, and repeats its last
         observation (the vector env steps every slot; idle ones would otherwise cost as much)."""
@@ -60,6 +65,8 @@ class TaskSlot(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if self.parked and self._last_obs is not None:
             return self._last_obs, {}
+        if self.instruction is not None:
+            options = {**(options or {}), "instruction": self.instruction}
         obs, info = self._env(self.task_id).reset(seed=seed, options=options)
         self._last_obs = obs
         return obs, info
@@ -102,6 +109,25 @@ def make_vector_env(
     return gym.vector.AsyncVectorEnv(
         fns, autoreset_mode=disabled, shared_memory=False, context="spawn"
     )
+
+
+def all_goal_jobs(task_id: str, seeds: Sequence[int], tag: str = "k0") -> list[Job]:
+    """One job per goal of each seed's scene (e.g. each of three balls), tagged `{tag}-goal{i}`,
+    each worded in the instruction template that the seed draws.
+
+    Demonstrations collected from these show the same image under different instructions with
+    different actions, so the action can only be predicted by reading the instruction.
+    """
+    env = envs.make(task_id)
+    try:
+        jobs = []
+        for seed in seeds:
+            env.reset(seed=int(seed))
+            for i, text in enumerate(env.unwrapped.possible_instructions(template=None)):
+                jobs.append(Job(task_id, int(seed), f"{tag}-goal{i}", instruction=text))
+        return jobs
+    finally:
+        env.close()
 
 
 @dataclass
@@ -280,6 +306,7 @@ def _start(vec, obs, jobs, slots, parking, first_job, traces, job_of_slot) -> di
     mask[slots + parking] = True
     seeds: list[int | None] = [0 if i in parking else None for i in range(n)]
     tasks = list(vec.get_attr("task_id"))
+    forced = list(vec.get_attr("instruction"))
     parked = list(vec.get_attr("parked"))
     for i in slots:
         parked[i] = False
@@ -289,9 +316,11 @@ def _start(vec, obs, jobs, slots, parking, first_job, traces, job_of_slot) -> di
     for k, slot in enumerate(slots):
         job = jobs[first_job + k]
         tasks[slot] = job.task_id
+        forced[slot] = job.instruction
         seeds[slot] = job.seed
         job_of_slot[slot] = first_job + k
     vec.set_attr("task_id", tasks)
+    vec.set_attr("instruction", forced)
     options = None if mask.all() else {"reset_mask": mask}
     new_obs, _ = vec.reset(seed=seeds, options=options)
     if obs is None or mask.all():
