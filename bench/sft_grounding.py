@@ -2,7 +2,7 @@
 
 For each recipe (batch size x optimizer steps), a fresh policy is trained with `train.sft.sft_update`
 on the demonstrations of one task, then measured on demonstrations of other seeds
-(`train.diagnostics.image_reliance`: action cross-entropy with true vs shuffled frames; how often
+(`train.diagnostics.input_reliance`: action cross-entropy with true vs shuffled frames; how often
 the greedy action moves the expert's way, per axis, on all steps and on first steps) and by greedy
 success on the held-out evaluation seeds, beside a uniformly random policy on the same seeds.
 
@@ -23,7 +23,7 @@ import envs
 from agent.policy import Policy
 from train.batching import chunks, episode_steps
 from train.collect import Job, all_goal_jobs, collect_episodes
-from train.diagnostics import image_reliance
+from train.diagnostics import input_reliance
 from train.evaluate import evaluate
 from train.optim import SFTConfig
 from train.sft import sft_update
@@ -109,7 +109,7 @@ def main() -> None:
         start = time.perf_counter()
         metrics = sft_update(policy, demos, config)
         seconds = time.perf_counter() - start
-        diag = image_reliance(policy, validation)
+        diag = input_reliance(policy, validation)
         diag.update(direction_agreement(policy, validation))
         results, _ = evaluate(policy, [task], args.episodes)
         low, high = results[task].interval

@@ -51,9 +51,12 @@ def test_tiny_campaign_writes_every_artifact(tiny_run):
     assert rows[0]["demos/episodes"] == 2 * TINY.demos.episodes_per_task
     assert rows[1]["rollout/episodes"] == 2 * TINY.collect.episodes_per_task
     assert "train/sft_loss" in rows[0] and "organize/sft_episodes" in rows[1]
-    for r in rows:  # how much each round's policy reads the image, on its own training data
+    for r in rows:  # how much each round's policy reads image and instruction, on its own data
         assert r["diag/image_gain"] == pytest.approx(
             r["diag/action_ce_images_shuffled"] - r["diag/action_ce"]
+        )
+        assert r["diag/instruction_gain"] == pytest.approx(
+            r["diag/action_ce_instructions_shuffled"] - r["diag/action_ce"]
         )
     for k in range(3):
         assert (out / "checkpoints" / f"round_{k}" / "config.json").is_file()

@@ -1,4 +1,5 @@
-"""train.diagnostics.image_reliance: the action cross-entropy gained by seeing each step's own image."""
+"""train.diagnostics.input_reliance: the action cross-entropy gained by seeing each step's own image
+and instruction."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from agent import Policy
 from train.batching import StepSet
-from train.diagnostics import image_reliance
+from train.diagnostics import input_reliance
 
 
 def _steps(n: int = 8) -> StepSet:
@@ -28,21 +29,26 @@ def _steps(n: int = 8) -> StepSet:
     )
 
 
-def test_gain_grows_when_the_policy_learns_to_read_the_image():
-    torch.manual_seed(0)
-    policy = Policy.from_preset("tiny", seed=0)
-    steps = _steps()
-    before = image_reliance(policy, steps)
-    assert abs(before["diag/image_gain"]) < 0.1  # fresh weights: the image barely matters
+def _fit(policy, steps: StepSet, iterations: int = 60) -> None:
+    """Full-batch AdamW on the steps' action tokens (leaves the policy in train mode)."""
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-3)
     inputs = policy.prepare_inputs(steps.images, steps.instructions, steps.states, steps.bins)
     policy.model.train()
-    for _ in range(60):
+    for _ in range(iterations):
         loss = -policy.logprobs_from_inputs(inputs).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    after = image_reliance(policy, steps)
+
+
+def test_gain_grows_when_the_policy_learns_to_read_the_image():
+    torch.manual_seed(0)
+    policy = Policy.from_preset("tiny", seed=0)
+    steps = _steps()
+    before = input_reliance(policy, steps)
+    assert abs(before["diag/image_gain"]) < 0.1  # fresh weights: the image barely matters
+    _fit(policy, steps)
+    after = input_reliance(policy, steps)
     assert after["diag/action_ce"] < before["diag/action_ce"] - 1.0
     # Half the shuffled frames show the other scene, whose target bins the policy now predicts.
     assert after["diag/image_gain"] > 1.0
@@ -52,18 +58,31 @@ def test_gain_grows_when_the_policy_learns_to_read_the_image():
     assert policy.model.training  # the mode it was in is restored
 
 
+def test_instruction_gain_grows_when_only_the_instruction_tells_the_actions_apart():
+    torch.manual_seed(0)
+    policy = Policy.from_preset("tiny", seed=0)
+    steps = _steps()
+    steps.images[:] = steps.images[0]  # one scene; the instruction names which corner to go to
+    steps.instructions = ["touch the red square", "touch the blue square"] * (len(steps) // 2)
+    _fit(policy, steps)
+    after = input_reliance(policy, steps)
+    assert after["diag/instruction_gain"] > 1.0
+    assert after["diag/image_gain"] == pytest.approx(0.0, abs=1e-6)  # identical frames
+
+
 def test_identical_images_give_no_gain_and_subsampling_is_bounded():
     policy = Policy.from_preset("tiny", seed=0)
     steps = _steps(40)
     steps.images[:] = steps.images[0]
-    result = image_reliance(policy, steps, max_steps=10)
+    result = input_reliance(policy, steps, max_steps=10)
     assert result["diag/image_gain"] == pytest.approx(0.0, abs=1e-6)
+    assert result["diag/instruction_gain"] == pytest.approx(0.0, abs=1e-6)  # one instruction
     assert not policy.model.training
 
 
 def test_bad_input_is_named():
     policy = Policy.from_preset("tiny", seed=0)
     with pytest.raises(ValueError, match="max_steps must be >= 2"):
-        image_reliance(policy, _steps(), max_steps=1)
+        input_reliance(policy, _steps(), max_steps=1)
     with pytest.raises(ValueError, match="at least 2 steps"):
-        image_reliance(policy, _steps(1))
+        input_reliance(policy, _steps(1))

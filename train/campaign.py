@@ -33,7 +33,7 @@ from train import organize
 from train.campaign_config import CampaignConfig
 from train.collect import Job, collect_episodes, make_vector_env
 from train.config import dump_toml, to_dict
-from train.diagnostics import image_reliance
+from train.diagnostics import input_reliance
 from train.evaluate import eval_metrics, evaluate, task_name, write_video
 from train.progress import progress_bar
 from train.runlog import RunLog, atomic_write_text
@@ -99,7 +99,7 @@ class Campaign:
             "demos/episodes": len(demos),
             "demos/successes": sum(e.is_success for e in demos),
             **metrics,
-            **_image_reliance(policy, demos, cfg.seed),
+            **_input_reliance(policy, demos, cfg.seed),
         }
         self.runlog.save_partial(0, record)
         self._save(0, policy)
@@ -143,7 +143,7 @@ class Campaign:
                     name, self.policy, payload, update_config, seed=cfg.seed * 1000 + k
                 )
             )
-        record.update(_image_reliance(self.policy, data.sft, cfg.seed * 1000 + k))
+        record.update(_input_reliance(self.policy, data.sft, cfg.seed * 1000 + k))
         self.runlog.save_partial(k, record)
         self._save(k, self.policy)
         return record
@@ -266,18 +266,18 @@ class Campaign:
             "demos/episodes", "rollout/episodes", "rollout/successes", "verify/passed",
             "organize/relabelled", "organize/sft_episodes", "organize/rl_groups",
             "organize/dpo_pairs", "train/sft_loss", "train/rl_loss", "train/dpo_loss",
-            "diag/image_gain", "eval/success_rate",
+            "diag/image_gain", "diag/instruction_gain", "eval/success_rate",
         ]  # fmt: skip
         parts = [f"{key.split('/', 1)[1]}={_fmt(record[key])}" for key in keys if key in record]
         log.info("round %d: %s", k, " ".join(parts))
 
 
-def _image_reliance(policy: Policy, episodes: list[Episode], seed: int) -> dict[str, float]:
-    """How much the updated policy reads the image, on (a subsample of) the data it was trained on;
-    nothing when that data has fewer than two steps."""
+def _input_reliance(policy: Policy, episodes: list[Episode], seed: int) -> dict[str, float]:
+    """How much the updated policy reads the image and the instruction, on (a subsample of) the
+    data it was trained on; nothing when that data has fewer than two steps."""
     if sum(e.length for e in episodes) < 2:
         return {}
-    return image_reliance(policy, episodes, max_steps=256, seed=seed)
+    return input_reliance(policy, episodes, max_steps=256, seed=seed)
 
 
 def _fmt(value: Any) -> str:

@@ -1,10 +1,12 @@
-"""Diagnostics of what a policy's actions depend on: does it read the camera image?
+"""Diagnostics of what a policy's actions depend on: does it read the camera image, the instruction?
 
 A from-scratch policy can fit its demonstrations from the instruction and the proprioceptive state
-alone (the average motion of the task) and ignore the image. `image_reliance` measures how much
-the image informs the actions: the cross-entropy of the taken action bins with each step's own
-frame, and with the frames permuted among the steps (instruction and state kept). The difference
-is ~0 for a policy that ignores the image and grows as the policy grounds its actions in it.
+alone (the average motion of the task) and ignore the image; or read the image but not which object
+the instruction names (and go to any ball). `input_reliance` measures how much each input informs
+the actions: the cross-entropy of the taken action bins with each step's own inputs, with the
+frames permuted among the steps (instruction and state kept), and with the instructions permuted
+(frame and state kept). Each difference is ~0 for a policy that ignores that input and grows as
+the policy grounds its actions in it.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from train.batching import StepSet, episode_steps, step_logprobs
 from verifiers.episode import Episode
 
 
-def image_reliance(
+def input_reliance(
     policy, data: Sequence[Episode] | StepSet, max_steps: int = 512, seed: int = 0
 ) -> dict[str, float]:
-    """Action cross-entropy with true and with shuffled images, on up to `max_steps` steps of `data`.
+    """Action cross-entropy with true, shuffled images and shuffled instructions, on up to
+    `max_steps` steps of `data`.
 
     `data` is episodes with frames loaded, or a `StepSet`. Steps are subsampled evenly when there
-    are more than `max_steps`; the permutation of the frames is drawn from `seed`. Returns, in nats
-    per action token, `diag/action_ce`, `diag/action_ce_images_shuffled` and their difference
-    `diag/image_gain`. The policy's train/eval mode is left as it was (eval mode while measuring).
+    are more than `max_steps`; the permutations are drawn from `seed`. Returns, in nats per action
+    token, `diag/action_ce`, `diag/action_ce_images_shuffled`, `diag/action_ce_instructions_shuffled`
+    and the gains over the true inputs, `diag/image_gain` and `diag/instruction_gain` (0 when all
+    steps share one instruction). The policy's train/eval mode is left as it was (eval mode while
+    measuring).
     """
     steps = data if isinstance(data, StepSet) else episode_steps(data)
     if max_steps < 2:
@@ -35,17 +40,22 @@ def image_reliance(
     if len(steps) > max_steps:
         steps = steps.select(np.linspace(0, len(steps) - 1, max_steps).round().astype(int))
     rng = np.random.default_rng(seed)
-    shuffled = steps.select(slice(None))
-    shuffled.images = steps.images[rng.permutation(len(steps))]
+    images = steps.select(slice(None))
+    images.images = steps.images[rng.permutation(len(steps))]
+    instructions = steps.select(slice(None))
+    instructions.instructions = [steps.instructions[i] for i in rng.permutation(len(steps))]
     training = policy.model.training
     policy.model.eval()
     try:
-        ce = -float(step_logprobs(policy, steps).mean())
-        ce_shuffled = -float(step_logprobs(policy, shuffled).mean())
+        ce, ce_images, ce_instructions = (
+            -float(step_logprobs(policy, s).mean()) for s in (steps, images, instructions)
+        )
     finally:
         policy.model.train(training)
     return {
         "diag/action_ce": ce,
-        "diag/action_ce_images_shuffled": ce_shuffled,
-        "diag/image_gain": ce_shuffled - ce,
+        "diag/action_ce_images_shuffled": ce_images,
+        "diag/action_ce_instructions_shuffled": ce_instructions,
+        "diag/image_gain": ce_images - ce,
+        "diag/instruction_gain": ce_instructions - ce,
     }
