@@ -9,7 +9,9 @@ is the only source of where things are, and the policy learns to use it.
 
 Measured here (2,400 optimizer steps of 8, ~4 min on one core): 17% [11, 26] against random's
 2% [1, 7] on 100 held-out seeds; a probe of the same setup with another sampler reached 24.5% on
-200 seeds. Beating random by 20 points is still not met in this budget (marked xfail, still run).
+200 seeds. Beating random by 20 points is still not met in this budget (marked xfail, still run):
+the policy reads the image but not which ball the instruction names (`diag/instruction_gain`
+~0, even after 3x the demonstrations; BENCHMARKS.md, "SFT on expert demonstrations").
 """
 
 import pytest
