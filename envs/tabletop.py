@@ -167,7 +167,7 @@ class TabletopEnv(gym.Env, abc.ABC):
         self.instruction = template.format(**self.goal)
         forced = (options or {}).get("instruction")
         if forced is not None:
-            self.goal, self.instruction = self._parse_instruction(forced), forced
+            self.goal, self.instruction = self._parse_instruction(forced)
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
         self._contact_force = self._max_contact_force()
         return self._observation(), self._info()
@@ -213,6 +213,11 @@ class TabletopEnv(gym.Env, abc.ABC):
         """Instructions of every goal this task could name in the current scene (e.g. each ball's
         colour), in template form `template` (0, the canonical; None, the one this episode drew).
         `reset(seed=s, options={"instruction": i})` gives the same scene with goal i."""
+        if template is not None and not 0 <= template < len(self.instruction_templates):
+            raise ValueError(
+                f"template {template!r} is out of range; expected None or 0.."
+                f"{len(self.instruction_templates) - 1} (this task's instruction templates)"
+            )
         if template is None:
             template = next(
                 k
@@ -222,13 +227,14 @@ class TabletopEnv(gym.Env, abc.ABC):
         form = self.instruction_templates[template]
         return [form.format(**g) for g in self._possible_goals()]
 
-    def _parse_instruction(self, instruction: Any) -> dict[str, str]:
-        """The goal that `instruction` (any template form) names in the current scene."""
+    def _parse_instruction(self, instruction: Any) -> tuple[dict[str, str], str]:
+        """The goal that `instruction` (any template form, any case and spacing) names in the
+        current scene, and the instruction in its normal form (lower case, single spaces)."""
         if isinstance(instruction, str):
             text = " ".join(instruction.lower().split())
             for goal in self._possible_goals():
                 if any(text == t.format(**goal) for t in self.instruction_templates):
-                    return goal
+                    return goal, text
         raise ValueError(
             f"reset option instruction={instruction!r} names no goal of this scene; expected one of "
             f"{self.possible_instructions()} (or another template form of one: "

@@ -183,6 +183,11 @@ def test_a_forced_instruction_keeps_the_scene_and_changes_the_goal(task):
         assert np.array_equal(forced["image"], drawn["image"])
         assert np.array_equal(forced["state"], drawn["state"])
         assert env.unwrapped.goal != goal
+    shouted, _ = env.reset(seed=4, options={"instruction": "  " + others[0].upper()})
+    assert shouted["instruction"] == others[0]  # stored in its normal form
+    assert env.unwrapped.possible_instructions(template=None) == worded
     with pytest.raises(ValueError, match="names no goal of this scene"):
         env.reset(seed=4, options={"instruction": "juggle the purple ball"})
+    with pytest.raises(ValueError, match="template 9 is out of range"):
+        env.unwrapped.possible_instructions(template=9)
     env.close()
