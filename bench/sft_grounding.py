@@ -2,9 +2,10 @@
 
 For each recipe (batch size x optimizer steps), a fresh policy is trained with `train.sft.sft_update`
 on the demonstrations of one task, then measured on demonstrations of other seeds
-(`train.diagnostics.input_reliance`: action cross-entropy with true vs shuffled frames; how often
-the greedy action moves the expert's way, per axis, on all steps and on first steps) and by greedy
-success on the held-out evaluation seeds, beside a uniformly random policy on the same seeds.
+(`train.diagnostics.input_reliance`: action cross-entropy with true vs shuffled frames and
+instructions; how often the greedy action moves the expert's way, per axis, on all steps and on
+first steps) and by greedy success on the held-out evaluation seeds, beside a uniformly random
+policy on the same seeds.
 
 Usage: python bench/sft_grounding.py [--preset tiny] [--task reach] [--demos 1000] [--goals drawn|all]
        [--recipes 32x600 8x2400]
