@@ -10,9 +10,13 @@ In one run, with one policy (a built-in preset, fresh weights) on one task:
 - compute bound: matmul FLOP/s measured now / the policy's FLOPs per action (the same count as
   `bench/policy_throughput.py`: vision encoder, connector, the text tokens run per step, head).
 
-Both loops include physics and rendering. Wall-clock seconds; run it on an idle machine.
+Both loops include physics and rendering. With `--dtype bfloat16` the campaign loop runs a bf16
+copy of the policy (a campaign's `collect.dtype`) and the naive loop is timed in both dtypes; the
+speed-up is against the faster naive loop. The compute bound is the float32 one (matmul peak
+measured in float32). Wall-clock seconds; run it on an idle machine.
 
 Usage: python bench/rollout_throughput.py [--preset small] [--task reach] [--num-envs 16]
+       [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def naive_steps_per_s(policy: Policy, task: str, steps: int) -> float:
     for _ in range(steps):
         text = prompt_text(obs["instruction"], obs["state"], policy.family.image_placeholder)
         inputs = processor_inputs(policy.processor, policy.family, obs["image"][None], [text])
+        inputs["pixel_values"] = inputs["pixel_values"].to(policy.backbone.dtype)
         with torch.inference_mode():
             out = policy.model.generate(
                 **inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=pad
@@ -80,27 +85,39 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--naive-steps", type=int, default=60)
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="the policy's weights in campaign collection (a campaign's collect.dtype)",
+    )
     args = parser.parse_args()
 
-    policy = Policy.from_preset(args.preset, seed=0)
+    fp32 = Policy.from_preset(args.preset, seed=0)
+    policy = fp32.with_dtype(args.dtype)
     task = envs.resolve(args.task)
     peak = matmul_flops_per_s()
     obs, _ = envs.make(task).reset(seed=0)
     prefix = len(policy._pieces.instruction_ids(obs["instruction"]))
     run = len(policy._pieces.suffix_ids(obs["state"])) + policy.action_dim - 1
     flops = flops_per_action(policy, run, prefix + run)
-    naive = naive_steps_per_s(policy, task, args.naive_steps)
+    # The naive loop in float32 (what a first script runs) and in --dtype; the speed-up is taken
+    # against the faster of the two (at batch 1, bfloat16 can be the slower one).
+    naive = {"float32": naive_steps_per_s(fp32, task, args.naive_steps)}
+    if args.dtype != "float32":
+        naive[args.dtype] = naive_steps_per_s(policy, task, args.naive_steps)
     campaign, steps = campaign_steps_per_s(policy, task, args.num_envs, args.episodes)
     row = {
         "preset": args.preset,
         "params_M": round(policy.num_parameters() / 1e6, 2),
         "task": task,
         "num_envs": args.num_envs,
+        "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "campaign_steps_per_s": round(campaign, 1),
         "campaign_steps": steps,
-        "naive_steps_per_s": round(naive, 2),
-        "speedup_vs_naive": round(campaign / naive, 1),
+        **{f"naive_steps_per_s_{d}": round(v, 2) for d, v in naive.items()},
+        "speedup_vs_naive": round(campaign / max(naive.values()), 1),
         "bound_steps_per_s": round(peak / flops, 1),
         "fraction_of_bound": round(campaign / (peak / flops), 3),
         "matmul_gflops_per_s": round(peak / 1e9, 1),

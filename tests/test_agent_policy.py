@@ -212,3 +212,21 @@ def test_top_k_sampling_stays_within_the_k_most_likely(policy, batch):
     for _ in range(5):
         out = policy.act(*batch, greedy=False, temperature=3.0, top_k=3, generator=gen)
         assert all(out.bins[row, 0] in top3[row] for row in range(B))
+
+
+def test_a_bfloat16_copy_acts_like_the_float32_policy_and_leaves_it_alone(policy, batch):
+    assert policy.with_dtype("float32") is policy
+    twin = policy.with_dtype("bfloat16")
+    assert twin.backbone.dtype == torch.bfloat16 and policy.backbone.dtype == torch.float32
+    assert twin.policy_id == policy.policy_id
+    out = twin.act(*batch, greedy=False, generator=torch.Generator().manual_seed(0))
+    assert out.logprobs.dtype == np.float32 and np.isfinite(out.logprobs).all()
+    # The float32 policy gives the copy's sampled bins nearly the same log-probs (bf16 rounding).
+    exact = policy.action_logprobs(*batch, out.bins).detach().numpy()
+    np.testing.assert_allclose(out.logprobs, exact, atol=0.05)
+    before = next(policy.model.parameters()).detach().clone()
+    with torch.no_grad():
+        next(twin.model.parameters()).zero_()
+    assert torch.equal(next(policy.model.parameters()), before)  # weights are not shared
+    with pytest.raises(ValueError, match="unknown dtype 'int8'"):
+        policy.with_dtype("int8")

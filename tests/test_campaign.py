@@ -8,9 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from agent import Policy
+from train.campaign import Campaign
 from train.campaign_config import load_campaign_config
+from train.store import EpisodeStore
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 CLI = [sys.executable, "-m", "train.cli"]
@@ -116,3 +121,20 @@ def test_bad_config_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "unknown task 'reachh'" in proc.stderr
     proc = _run(["run", "--resume", "--out", str(tmp_path / "nothing")])
     assert proc.returncode == 2 and "cannot resume" in proc.stderr
+
+
+def test_bfloat16_rollouts_feed_a_float32_policy(tmp_path):
+    """`collect.dtype = "bfloat16"`: rollouts come from a bf16 copy; training, checkpoints and
+    evaluation stay float32 (in process, one round of SFT + RL)."""
+    overrides = ['collect.dtype="bfloat16"', "rounds=1", 'optimize.sequence=["sft", "rl"]']
+    config = load_campaign_config(preset="tiny", overrides=overrides)
+    Campaign(config, tmp_path / "bf16").run()
+    rows = _rows(tmp_path / "bf16")
+    assert rows[1]["rollout/episodes"] == 2 * TINY.collect.episodes_per_task
+    assert "train/rl_loss" in rows[1] and np.isfinite(rows[1]["train/rl_loss"])
+    rollouts = EpisodeStore(tmp_path / "bf16" / "episodes").load(where={"round": 1})
+    assert len(rollouts) == rows[1]["rollout/episodes"]
+    for episode in rollouts:
+        assert np.isfinite(episode.logprobs).all() and (episode.logprobs <= 0).all()
+    policy = Policy.from_pretrained(tmp_path / "bf16" / "checkpoints" / "round_1")
+    assert policy.backbone.dtype == torch.float32

@@ -36,6 +36,8 @@ def test_invalid_value_is_reported_with_its_section():
         load_campaign_config(preset="tiny", overrides=['optimize.sequence=["sft", "ppo"]'])
     with pytest.raises(ConfigError, match=r"\[optimize\.sft\]: batch_size must be >= 1"):
         load_campaign_config(preset="tiny", overrides=["optimize.sft.batch_size=0"])
+    with pytest.raises(ConfigError, match="collect.dtype='float64' is not supported"):
+        load_campaign_config(preset="tiny", overrides=['collect.dtype="float64"'])
 
 
 def test_unknown_preset_and_missing_file():

@@ -119,7 +119,9 @@ class Campaign:
             for i in range(seeds_per_task)
             for g in range(cfg.collect.group_size)
         ]
-        episodes = self._collect(k, jobs, self.policy, f"round {k}: collect")
+        rollout_policy = self.policy.with_dtype(cfg.collect.dtype)
+        episodes = self._collect(k, jobs, rollout_policy, f"round {k}: collect")
+        del rollout_policy
         record: dict[str, Any] = {
             "rollout/episodes": len(episodes),
             "rollout/successes": sum(e.is_success for e in episodes),
