@@ -111,9 +111,10 @@ class Policy:
         inference: a copy, unless the weights already have that dtype (then `self`).
 
         bfloat16 rollouts are ~1.9x faster in batched `act` on a CPU with AVX512-BF16 (measured
-        here, BENCHMARKS.md "Rollout"); on CPUs without it they are slower. Train the float32
-        original: the copy shares tokenizer, processor, settings and `policy_id`, not weights.
-        Log-probs and sampling are computed in float32 from the cast model's logits.
+        here, BENCHMARKS.md "Rollout"); CPUs without bf16 instructions emulate it, likely slower
+        (not measured). Train the float32 original: the copy shares tokenizer, processor,
+        settings and `policy_id`, not weights. Log-probs and sampling are computed in float32
+        from the cast model's logits.
         """
         names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         if isinstance(dtype, str):

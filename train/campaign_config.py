@@ -48,7 +48,8 @@ class CollectSection:
     """Episodes per stored chunk: the unit a killed campaign resumes from."""
     dtype: str = "float32"
     """Weights' dtype while collecting rollouts: `float32`, or `bfloat16` (~1.9x faster batched
-    acting on CPUs with AVX512-BF16 and on GPUs, slower on other CPUs). Training and evaluation
+    acting on this CPU with AVX512-BF16; CPUs without bf16 instructions emulate it, likely slower,
+    not measured). Training and evaluation
     stay in float32; rollout log-probs (RL's importance-ratio denominators) then carry the
     rounding too."""
 
