@@ -49,9 +49,8 @@ class CollectSection:
     dtype: str = "float32"
     """Weights' dtype while collecting rollouts: `float32`, or `bfloat16` (~1.9x faster batched
     acting on this CPU with AVX512-BF16; CPUs without bf16 instructions emulate it, likely slower,
-    not measured). Training and evaluation
-    stay in float32; rollout log-probs (RL's importance-ratio denominators) then carry the
-    rounding too."""
+    not measured). Training and evaluation stay in float32; rollout log-probs (RL's
+    importance-ratio denominators) then carry the rounding too."""
 
 
 @dataclass
