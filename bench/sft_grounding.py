@@ -87,13 +87,8 @@ def main() -> None:
     args = parser.parse_args()
 
     task = envs.resolve(args.task)
-    if args.goals == "all":
-        jobs = []
-        seed = 0
-        while len(jobs) < args.demos:
-            jobs += all_goal_jobs(task, [seed])
-            seed += 1
-        jobs = jobs[: args.demos]
+    if args.goals == "all":  # every scene has at least one goal: args.demos scenes are enough
+        jobs = all_goal_jobs(task, range(args.demos))[: args.demos]
     else:
         jobs = [Job(task, s) for s in range(args.demos)]
     demos = collect_episodes(jobs, "expert", num_envs=16)

@@ -227,14 +227,22 @@ class TabletopEnv(gym.Env, abc.ABC):
         form = self.instruction_templates[template]
         return [form.format(**g) for g in self._possible_goals()]
 
-    def _parse_instruction(self, instruction: Any) -> tuple[dict[str, str], str]:
+    def _goal_named(self, instruction: str) -> tuple[dict[str, str] | None, str]:
         """The goal that `instruction` (any template form, any case and spacing) names in the
-        current scene, and the instruction in its normal form (lower case, single spaces)."""
+        current scene, or None; and the instruction in its normal form (lower case, single
+        spaces)."""
+        text = " ".join(instruction.lower().split())
+        for goal in self._possible_goals():
+            if any(text == t.format(**goal) for t in self.instruction_templates):
+                return goal, text
+        return None, text
+
+    def _parse_instruction(self, instruction: Any) -> tuple[dict[str, str], str]:
+        """`_goal_named` for a reset option: an instruction that names no goal is an error."""
         if isinstance(instruction, str):
-            text = " ".join(instruction.lower().split())
-            for goal in self._possible_goals():
-                if any(text == t.format(**goal) for t in self.instruction_templates):
-                    return goal, text
+            goal, text = self._goal_named(instruction)
+            if goal is not None:
+                return goal, text
         raise ValueError(
             f"reset option instruction={instruction!r} names no goal of this scene; expected one of "
             f"{self.possible_instructions()} (or another template form of one: "
@@ -243,11 +251,8 @@ class TabletopEnv(gym.Env, abc.ABC):
 
     def is_satisfied(self, instruction: str) -> bool:
         """Whether the current state satisfies `instruction` (any template form of this task)."""
-        text = " ".join(instruction.lower().split())
-        for goal in self._possible_goals():
-            if any(text == t.format(**goal) for t in self.instruction_templates):
-                return bool(self._goal_satisfied(goal))
-        return False
+        goal, _ = self._goal_named(instruction)
+        return goal is not None and bool(self._goal_satisfied(goal))
 
     # ---- shared helpers for tasks -------------------------------------------------------------
 
