@@ -34,6 +34,7 @@ from agent import Policy
 from agent.action_tokens import bins_to_actions
 from agent.families import processor_inputs
 from agent.prompt import prompt_text
+from train.campaign_config import ROLLOUT_DTYPES
 from train.collect import Job, collect_episodes, make_vector_env
 
 
@@ -88,7 +89,7 @@ def main() -> None:
     parser.add_argument(
         "--dtype",
         default="float32",
-        choices=("float32", "bfloat16"),
+        choices=ROLLOUT_DTYPES,
         help="the policy's weights in campaign collection (a campaign's collect.dtype)",
     )
     args = parser.parse_args()
