@@ -1,4 +1,4 @@
-"""Build an Idefics3 model, its tokenizer and processor from a preset, with fresh weights."""
+"""Build a built-in policy's model, tokenizer and processor from a preset, with fresh weights."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import torch
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-from agent.presets import PolicyPreset
-from agent.tokenizer import IMAGE_TOKEN, PAD_TOKEN, train_tokenizer
+from agent.model import AutodidactVLMConfig, AutodidactVLMForConditionalGeneration
+from agent.presets import ARCHITECTURES, PolicyPreset
+from agent.tokenizer import IMAGE_TOKEN, PAD_TOKEN, POLICY_TOKENS, SPECIAL_TOKENS, train_tokenizer
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 
 
 def build_processor(preset: PolicyPreset, tokenizer) -> Idefics3Processor:
-    """The processor for the preset's image format: one unsplit image, no resizing needed."""
+    """The processor for the preset's image format: one unsplit image, no resizing needed. Both
+    architectures share it (`<image>` expands to `image_seq_len` image tokens)."""
     image_processor = Idefics3ImageProcessorPil(
         do_resize=True,
         size={"longest_edge": preset.image_size},
@@ -28,15 +30,28 @@ def build_processor(preset: PolicyPreset, tokenizer) -> Idefics3Processor:
     )
 
 
-def build_model(preset: PolicyPreset, seed: int = 0):
-    """Return (model, tokenizer, processor) for `preset`, weights drawn from `seed`."""
+def _text_config(preset: PolicyPreset, tokenizer) -> dict:
+    return dict(
+        model_type="llama",
+        vocab_size=len(tokenizer),
+        hidden_size=preset.text_hidden,
+        intermediate_size=preset.text_intermediate,
+        num_hidden_layers=preset.text_layers,
+        num_attention_heads=preset.text_heads,
+        num_key_value_heads=preset.text_kv_heads,
+        max_position_embeddings=preset.max_positions,
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+        rms_norm_eps=1e-5,
+    )
+
+
+def _idefics3_config(preset: PolicyPreset, tokenizer) -> Idefics3Config:
     if preset.image_size % (preset.patch_size * preset.scale_factor):
         raise ValueError(
             f"image_size {preset.image_size} must be a multiple of patch_size * scale_factor "
             f"= {preset.patch_size * preset.scale_factor}"
         )
-    tokenizer = train_tokenizer(preset.tokenizer_vocab)
-    config = Idefics3Config(
+    return Idefics3Config(
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         scale_factor=preset.scale_factor,
         vision_config=dict(
@@ -47,22 +62,39 @@ def build_model(preset: PolicyPreset, seed: int = 0):
             image_size=preset.image_size,
             patch_size=preset.patch_size,
         ),
-        text_config=dict(
-            model_type="llama",
-            vocab_size=len(tokenizer),
-            hidden_size=preset.text_hidden,
-            intermediate_size=preset.text_intermediate,
-            num_hidden_layers=preset.text_layers,
-            num_attention_heads=preset.text_heads,
-            num_key_value_heads=preset.text_kv_heads,
-            max_position_embeddings=preset.max_positions,
-            pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
-            rms_norm_eps=1e-5,
-        ),
+        text_config=_text_config(preset, tokenizer),
         pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
     )
+
+
+def _autodidact_config(preset: PolicyPreset, tokenizer) -> AutodidactVLMConfig:
+    """The FiLM words are the BPE vocabulary: after the leading special tokens, before the
+    state / action tokens added behind it."""
+    return AutodidactVLMConfig(
+        text_config=_text_config(preset, tokenizer),
+        image_size=preset.image_size,
+        vision_channels=preset.vision_channels,
+        image_seq_len=preset.image_tokens,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        word_vocab_size=min(tokenizer.convert_tokens_to_ids(POLICY_TOKENS)),
+        first_word_id=len(SPECIAL_TOKENS),
+        film_dim=preset.film_dim,
+    )
+
+
+def build_model(preset: PolicyPreset, seed: int = 0):
+    """Return (model, tokenizer, processor) for `preset`, weights drawn from `seed`."""
+    if preset.architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {preset.architecture!r} in preset {preset.name!r}; "
+            f"known: {', '.join(ARCHITECTURES)}"
+        )
+    tokenizer = train_tokenizer(preset.tokenizer_vocab)
     torch.manual_seed(seed)
-    model = Idefics3ForConditionalGeneration(config)
+    if preset.architecture == "idefics3":
+        model = Idefics3ForConditionalGeneration(_idefics3_config(preset, tokenizer))
+    else:
+        model = AutodidactVLMForConditionalGeneration(_autodidact_config(preset, tokenizer))
     model.eval()
     processor = build_processor(preset, tokenizer)
     return model, tokenizer, processor

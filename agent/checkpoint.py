@@ -20,6 +20,7 @@ from transformers import (
     Idefics3Processor,
 )
 
+from agent import model as _registers_autodidact_vlm  # noqa: F401  (Auto classes)
 from agent.families import get_family
 from agent.qwen_processor import QwenImageTextProcessor
 from agent.tokenizer import add_action_tokens
@@ -50,8 +51,11 @@ def _load_processor(path: Path, family, config):
     transformers' own ones need a video processor (torchvision), which the policy never uses."""
     if family.rope_3d:
         return QwenImageTextProcessor.from_pretrained(path)
-    vision = config.vision_config
-    image_seq_len = (vision.image_size // vision.patch_size) ** 2 // config.scale_factor**2
+    if family.reads_instruction_ids:
+        image_seq_len = config.image_seq_len
+    else:
+        vision = config.vision_config
+        image_seq_len = (vision.image_size // vision.patch_size) ** 2 // config.scale_factor**2
     if family.name == "smolvlm":
         return Idefics3Processor(
             image_processor=AutoImageProcessor.from_pretrained(path),

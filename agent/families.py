@@ -1,6 +1,6 @@
 """Supported VLM families: how each one's processor is called and its position ids computed.
 
-Idefics3 and SmolVLM use 1-D positions (counting real tokens, so left padding is harmless);
+The built-in `autodidact_vlm`, Idefics3 and SmolVLM use 1-D positions (counting real tokens, so left padding is harmless);
 Qwen2-VL and Qwen2.5-VL use 3-D multimodal rotary positions from the model's `get_rope_index`.
 Positions are always passed explicitly, so a prefill, the cached decode steps and a
 teacher-forced pass over the same tokens agree exactly.
@@ -23,9 +23,15 @@ class Family:
     """Text standing for one image in a prompt, before the processor expands it."""
     rope_3d: bool
     """True for Qwen-style 3-D multimodal rotary positions."""
+    reads_instruction_ids: bool = False
+    """True when the vision reads the instruction's token ids (`instruction_ids`), which must be
+    passed beside a prompt whose instruction sits in a cached prefix."""
 
 
 FAMILIES: dict[str, Family] = {
+    "autodidact_vlm": Family(
+        "autodidact_vlm", "<image>", rope_3d=False, reads_instruction_ids=True
+    ),
     "idefics3": Family("idefics3", "<image>", rope_3d=False),
     "smolvlm": Family("smolvlm", "<image>", rope_3d=False),
     "qwen2_vl": Family("qwen2_vl", "<|vision_start|><|image_pad|><|vision_end|>", rope_3d=True),

@@ -15,8 +15,11 @@ DEFAULT_TARGETS = (
     "up_proj",
     "down_proj",
     "lm_head",
+    "film",
+    "image_proj",
 )
-"""Attention and MLP projections (text and vision towers, where the names match) and the head."""
+"""Attention and MLP projections (text and vision towers, where the names match), the head, and
+the built-in policy's instruction conditioning (FiLM) and image-token projection."""
 
 
 def base_model(model):

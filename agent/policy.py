@@ -1,6 +1,7 @@
-"""The policy: a transformers VLM that reads an image, an instruction and the state, and emits
-one action token per action dimension, decoded under the constraint that only action tokens
-can be produced."""
+"""The policy: a transformers multimodal LLM that reads an image, an instruction and the state,
+and emits one action token per action dimension, decoded under the constraint that only action
+tokens can be produced. The built-in presets build `agent.model` (instruction-aware vision and a
+Llama decoder) or, for comparison, small Idefics3 models; local pretrained VLMs load by path."""
 
 from __future__ import annotations
 
@@ -87,11 +88,12 @@ class Policy:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_preset(cls, name: str, seed: int = 0, device: str | torch.device = "cpu") -> Policy:
-        """A fresh policy of a built-in preset (`tiny`, `small`), weights drawn from `seed`."""
+        """A fresh policy of a built-in preset (`tiny`, `small`, ..., `agent.presets.PRESETS`),
+        weights drawn from `seed`."""
         preset = get_preset(name)
         model, tokenizer, processor = build_model(preset, seed)
         settings = PolicySettings(
-            family="idefics3",
+            family=preset.architecture,
             use_state=preset.use_state,
             image_size=preset.image_size,
             fast_path=True,
@@ -204,13 +206,17 @@ class Policy:
         suffix = torch.tensor([self._pieces.suffix_ids(s) for s in rows], device=self.device)
         mask = torch.cat([prefix_mask, torch.ones_like(suffix)], dim=1)
         lengths = prefix_mask.sum(1, keepdim=True)
-        return {
+        inputs = {
             "input_ids": suffix,
             "attention_mask": mask,
             "position_ids": lengths + torch.arange(suffix.shape[1], device=self.device),
             "pixel_values": self._pixel_values(images),
             "past_key_values": cache,
         }
+        if self.family.reads_instruction_ids:
+            instruction_ids = [self._pieces.instruction_ids(i) for i in instructions]
+            inputs["instruction_ids"] = self._left_pad(instruction_ids)["input_ids"]
+        return inputs
 
     def _left_pad(self, seqs: list[list[int]]) -> dict[str, torch.Tensor]:
         length = max(len(s) for s in seqs)

@@ -1,22 +1,40 @@
-"""Built-in model presets: typed configs for small Idefics3 (SmolVLM architecture) policies."""
+"""Built-in model presets: typed configs for the policies built from scratch.
+
+`tiny`, `tiny_vision` and `small` build the instruction-aware policy (`agent.model`, the
+default); `idefics3_tiny`, `idefics3_tiny_vision` and `idefics3_small` build small Idefics3
+(SmolVLM architecture) models, kept for comparison.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+ARCHITECTURES = ("autodidact_vlm", "idefics3")
 
 
 @dataclass(frozen=True)
 class PolicyPreset:
-    """Sizes of a policy built from scratch. Idefics3 = SigLIP-style vision encoder, pixel-shuffle
-    connector, Llama text model."""
+    """Sizes of a policy built from scratch.
+
+    `autodidact_vlm`: FiLM conv tower -> dense layer -> image tokens -> Llama decoder.
+    `idefics3`: SigLIP-style vision encoder, pixel-shuffle connector, Llama decoder.
+    """
 
     name: str
+    architecture: str = "autodidact_vlm"
+    """Which model the preset builds: one of `ARCHITECTURES`."""
     image_size: int = 64
     """Side of the square RGB camera image, in pixels (the envs' default is 64)."""
+    vision_channels: int = 32
+    """autodidact_vlm: width of the conv stem (the last map has twice as many channels)."""
+    image_tokens: int = 4
+    """autodidact_vlm: image tokens per image in the prompt."""
+    film_dim: int = 32
+    """autodidact_vlm: width of the instruction's bag-of-words embedding for FiLM."""
     patch_size: int = 8
-    """Vision patch side; (image_size / patch_size)^2 patches enter the vision encoder."""
+    """idefics3: vision patch side; (image_size / patch_size)^2 patches enter the encoder."""
     scale_factor: int = 2
-    """Pixel-shuffle factor: image tokens in the prompt = patches / scale_factor^2."""
+    """idefics3: pixel-shuffle factor (image tokens = patches / scale_factor^2)."""
     vision_hidden: int = 64
     vision_layers: int = 2
     vision_heads: int = 2
@@ -36,24 +54,41 @@ class PolicyPreset:
     @property
     def image_seq_len(self) -> int:
         """Number of `<image>` tokens per image in the prompt."""
-        return (self.image_size // self.patch_size) ** 2 // self.scale_factor**2
+        if self.architecture == "idefics3":
+            return (self.image_size // self.patch_size) ** 2 // self.scale_factor**2
+        return self.image_tokens
 
+
+_TINY = PolicyPreset(name="tiny")
+_SMALL = replace(
+    _TINY,
+    name="small",
+    vision_channels=48,
+    text_hidden=320,
+    text_layers=6,
+    text_heads=5,
+    text_kv_heads=5,
+    text_intermediate=960,
+)
+_IDEFICS3_SMALL = replace(
+    _SMALL,
+    name="idefics3_small",
+    architecture="idefics3",
+    vision_hidden=192,
+    vision_layers=4,
+    vision_heads=3,
+    vision_intermediate=576,
+)
 
 PRESETS: dict[str, PolicyPreset] = {
-    "tiny": PolicyPreset(name="tiny"),
-    "tiny_vision": PolicyPreset(name="tiny_vision", use_state=False),
-    "small": PolicyPreset(
-        name="small",
-        vision_hidden=192,
-        vision_layers=4,
-        vision_heads=3,
-        vision_intermediate=576,
-        text_hidden=320,
-        text_layers=6,
-        text_heads=5,
-        text_kv_heads=5,
-        text_intermediate=960,
+    "tiny": _TINY,
+    "tiny_vision": replace(_TINY, name="tiny_vision", use_state=False),
+    "small": _SMALL,
+    "idefics3_tiny": replace(_TINY, name="idefics3_tiny", architecture="idefics3"),
+    "idefics3_tiny_vision": replace(
+        _TINY, name="idefics3_tiny_vision", architecture="idefics3", use_state=False
     ),
+    "idefics3_small": _IDEFICS3_SMALL,
 }
 
 

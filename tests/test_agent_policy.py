@@ -1,10 +1,11 @@
-"""The Policy API on the `tiny` preset: acting, log-probs, determinism, fast path, save/load."""
+"""The Policy API on the `tiny` preset (instruction-aware vision) and on `idefics3_tiny`: acting,
+log-probs, determinism, fast path, save/load."""
 
 import numpy as np
 import pytest
 import torch
 
-from agent import Policy
+from agent import PRESETS, Policy
 from agent.families import processor_inputs
 from agent.prompt import prompt_text
 
@@ -17,9 +18,9 @@ INSTRUCTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def policy():
-    return Policy.from_preset("tiny", seed=0)
+@pytest.fixture(scope="module", params=["tiny", "idefics3_tiny"])
+def policy(request):
+    return Policy.from_preset(request.param, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,16 @@ def batch():
 
 
 def test_presets_are_sized_as_specified():
-    tiny = Policy.from_preset("tiny").num_parameters()
-    small = Policy.from_preset("small").num_parameters()
-    assert 1e6 <= tiny <= 5e6
-    assert 10e6 <= small <= 30e6
+    sizes = {name: Policy.from_preset(name).num_parameters() for name in PRESETS}
+    assert 4e6 <= sizes["tiny"] <= 7e6 and sizes["tiny_vision"] == sizes["tiny"]
+    assert 10e6 <= sizes["small"] <= 30e6
+    assert 1e6 <= sizes["idefics3_tiny"] <= 5e6
+    assert 10e6 <= sizes["idefics3_small"] <= 30e6
+    assert type(Policy.from_preset("tiny").backbone).__name__ == (
+        "AutodidactVLMForConditionalGeneration"
+    )
     with pytest.raises(
-        ValueError, match="unknown policy preset 'huge'; known: tiny, tiny_vision, small"
+        ValueError, match="unknown policy preset 'huge'; known: tiny, tiny_vision, small, idefics3"
     ):
         Policy.from_preset("huge")
 
@@ -135,8 +140,9 @@ def test_instruction_prefix_is_reused_within_an_episode_and_matches(policy, batc
     assert policy._prefix.misses - misses == 1 and policy._prefix.hits - hits == 2
 
 
-def test_prefix_is_recomputed_after_a_weight_update(batch):
-    policy = Policy.from_preset("tiny", seed=1)
+@pytest.mark.parametrize("preset", ["tiny", "idefics3_tiny"])
+def test_prefix_is_recomputed_after_a_weight_update(batch, preset):
+    policy = Policy.from_preset(preset, seed=1)
     images, instructions, states = batch
     before = policy.act(images, instructions, states)
     optimizer = torch.optim.SGD(policy.trainable_parameters(), lr=0.5)
@@ -179,7 +185,8 @@ def test_text_prompt_inputs_feed_the_backbone(policy, batch):
 
 def test_act_runs_one_prefill_and_cached_single_token_steps(policy, batch):
     lengths = []
-    text_model = policy.backbone.model.text_model
+    backbone = policy.backbone
+    text_model = getattr(backbone, "language_model", None) or backbone.model.text_model
     handle = text_model.register_forward_pre_hook(
         lambda module, args, kwargs: lengths.append(kwargs["inputs_embeds"].shape[1]),
         with_kwargs=True,

@@ -29,7 +29,7 @@ def _steps(n: int = 8) -> StepSet:
     )
 
 
-def _fit(policy, steps: StepSet, iterations: int = 60) -> None:
+def _fit(policy, steps: StepSet, iterations: int = 100) -> None:
     """Full-batch AdamW on the steps' action tokens (leaves the policy in train mode)."""
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-3)
     inputs = policy.prepare_inputs(steps.images, steps.instructions, steps.states, steps.bins)

@@ -1,0 +1,244 @@
+"""The built-in policy backbone: instruction-aware vision feeding a transformers language model.
+
+`AutodidactVLMForConditionalGeneration` is a multimodal LLM in the shape of RT-1 and InstructBLIP:
+the instruction conditions the visual features before any spatial mixing, and the language model
+(a Llama decoder) reads the instruction's tokens, the image tokens and the state, and emits the
+action tokens.
+
+- Vision (`InstructedVision`): a 3x3 conv stem at full resolution; a bag-of-words embedding of
+  the instruction's tokens gives a per-channel scale and shift (FiLM) of the stem's features,
+  followed by a ReLU, so the instruction can switch features off pixel by pixel ("only red
+  things"); three strided convs down to an (H/8)x(W/8) map; one dense layer from the whole map to
+  `image_seq_len` image tokens, so where the named object lies is in the tokens' features rather
+  than something the language model must find by attention (BENCHMARKS.md, "Instruction
+  following", measures why: 72.5% vs 16% greedy success with pooled tokens).
+- The FiLM words are the instruction's own tokens: the word tokens of the prompt (ids in
+  `[first_word_id, word_vocab_size)`; the image placeholders, markers, state and action tokens
+  are special tokens outside that range), or `instruction_ids` given alongside the prompt when
+  the instruction is not in `input_ids` (a cached instruction prefix).
+
+Registered with `AutoConfig` / `AutoModelForImageTextToText` under `model_type="autodidact_vlm"`,
+so `from_pretrained` on a saved folder finds it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from torch.nn import functional as F
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    GenerationMixin,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+
+
+@strict
+class AutodidactVLMConfig(PreTrainedConfig):
+    """Sizes of the instruction-aware vision and the Llama `text_config` behind it."""
+
+    model_type = "autodidact_vlm"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="llama", init_kwargs={"rms_norm_eps": 1e-5}
+        ),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    image_size: int = 64
+    """Side of the square input image; a multiple of 8."""
+    vision_channels: int = 32
+    """Width of the conv stem (the map after the strided convs has twice as many channels)."""
+    image_seq_len: int = 4
+    """Image tokens per image in the prompt."""
+    image_token_id: int = 3
+    word_vocab_size: int = 640
+    """Token ids below this (and >= `first_word_id`) are instruction words for the FiLM embedding."""
+    first_word_id: int = 5
+    """Ids below this are the tokenizer's special tokens (pad, image placeholders)."""
+    film_dim: int = 32
+    """Width of the instruction's bag-of-words embedding."""
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8, got {self.image_size}")
+        if not 0 < self.first_word_id < self.word_vocab_size:
+            raise ValueError(
+                f"need 0 < first_word_id < word_vocab_size, got {self.first_word_id} and "
+                f"{self.word_vocab_size}"
+            )
+        super().__post_init__(**kwargs)
+
+
+class InstructedVision(nn.Module):
+    """Image + instruction words -> `image_seq_len` image tokens of the language model's width."""
+
+    def __init__(self, config: AutodidactVLMConfig, hidden_size: int):
+        super().__init__()
+        c = config.vision_channels
+        self.first_word_id = config.first_word_id
+        self.word_vocab_size = config.word_vocab_size
+        self.image_seq_len = config.image_seq_len
+        self.hidden_size = hidden_size
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.words = nn.Embedding(config.word_vocab_size, config.film_dim)
+        self.film = nn.Linear(config.film_dim, 2 * c)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(c, c, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        side = config.image_size // 8
+        self.image_proj = nn.Linear(2 * c * side * side, config.image_seq_len * hidden_size)
+
+    def instruction_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Mean embedding [B, film_dim] of the word tokens in each row of `token_ids` [B, L]."""
+        is_word = (token_ids >= self.first_word_id) & (token_ids < self.word_vocab_size)
+        vectors = self.words(token_ids.clamp(0, self.word_vocab_size - 1))
+        weights = is_word.to(vectors.dtype)[..., None]
+        return (vectors * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    def forward(self, pixel_values: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        if pixel_values.dim() == 5:  # [B, images=1, C, H, W], the processors' layout
+            pixel_values = pixel_values.flatten(0, 1)
+        gamma, beta = self.film(self.instruction_embedding(token_ids)).chunk(2, dim=-1)
+        x = self.stem(pixel_values)
+        x = F.relu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None])
+        x = self.trunk(x).flatten(1)
+        return self.image_proj(x).view(-1, self.image_seq_len, self.hidden_size)
+
+
+class AutodidactVLMPreTrainedModel(PreTrainedModel):
+    config_class = AutodidactVLMConfig
+    config: AutodidactVLMConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaDecoderLayer"]
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        """The vision keeps PyTorch's default initialization (as the measured design had); the
+        language model gets transformers' usual one."""
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and getattr(module, "_torch_init", False):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            fan_in = module.weight[0].numel()
+            bound = 1 / math.sqrt(fan_in)
+            init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.Embedding) and getattr(module, "_torch_init", False):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+        else:
+            super()._init_weights(module)
+
+
+class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, GenerationMixin):
+    """Instruction-aware vision -> image tokens -> Llama decoder -> next-token logits."""
+
+    def __init__(self, config: AutodidactVLMConfig):
+        super().__init__(config)
+        text = config.text_config
+        self.vision = InstructedVision(config, text.hidden_size)
+        for module in self.vision.modules():
+            module._torch_init = True
+        self.language_model = AutoModel.from_config(text)
+        self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def merge_image_tokens(
+        self,
+        input_ids: torch.Tensor,
+        inputs_embeds: torch.Tensor,
+        pixel_values: torch.Tensor,
+        instruction_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`inputs_embeds` with the image tokens' rows replaced by the vision's image tokens."""
+        words = input_ids if instruction_ids is None else instruction_ids
+        image_tokens = self.vision(pixel_values.to(self.vision.stem.weight.dtype), words)
+        is_image = input_ids == self.config.image_token_id
+        found, expected = int(is_image.sum()), image_tokens.shape[0] * image_tokens.shape[1]
+        if found != expected:
+            raise ValueError(
+                f"the prompt has {found} image tokens for {image_tokens.shape[0]} images; "
+                f"expected {self.config.image_seq_len} per image ({expected})"
+            )
+        image_tokens = image_tokens.to(inputs_embeds.dtype).reshape(-1, inputs_embeds.shape[-1])
+        return inputs_embeds.masked_scatter(is_image[..., None], image_tokens)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        instruction_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """`instruction_ids` [B, L]: the instruction's token ids for the FiLM words, when the
+        instruction is not part of `input_ids` (it sits in `past_key_values`)."""
+        kwargs.pop("pixel_attention_mask", None)
+        past_key_values = kwargs.pop("cache", past_key_values)
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("pixel_values need input_ids to place the image tokens")
+            inputs_embeds = self.merge_image_tokens(
+                input_ids, inputs_embeds, pixel_values, instruction_ids
+            )
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config.text_config.vocab_size)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.cache)
+
+
+AutoConfig.register(AutodidactVLMConfig.model_type, AutodidactVLMConfig, exist_ok=True)
+AutoModelForImageTextToText.register(
+    AutodidactVLMConfig, AutodidactVLMForConditionalGeneration, exist_ok=True
+)
+
+__all__ = [
+    "AutodidactVLMConfig",
+    "AutodidactVLMForConditionalGeneration",
+    "InstructedVision",
+]
