@@ -7,8 +7,9 @@ For each preset and batch size, in one run:
 - `generate`: `policy.model.generate(**inputs, max_new_tokens=4)` (greedy, unconstrained) on the
   same model and batch, with the inputs built beforehand (so its time leaves out prompt building).
 - compute bound: FLOPs per action / matmul FLOP/s. FLOPs per action = 2 x (weights touched per
-  token x tokens through them), summed over the vision encoder (every patch), the connector
-  (every image token), the text model (the tokens `act` really runs: image, state and marker
+  token x tokens through them), summed over the vision (the instruction-aware conv tower at each
+  conv's output resolution and its dense projection; for the Idefics3 presets the ViT over every
+  patch and the connector over every image token), the text model (the tokens `act` really runs: image, state and marker
   tokens + 3 decode tokens; the instruction prefix is computed once per episode and reused, so
   it is left out), the head (full vocabulary, at the 4 positions whose logits are read) plus
   attention scores (4 x query tokens x context x width per layer). Matmul FLOP/s: a large
@@ -18,7 +19,8 @@ For each preset and batch size, in one run:
 Times are CPU seconds of this process (one thread by default), calls of `act` and `generate`
 interleaved, medians reported: on a shared machine that is the work each one does.
 
-Usage: python bench/policy_throughput.py [--threads 1] [--presets tiny small] [--seconds 3]
+Usage: python bench/policy_throughput.py [--threads 1] [--presets tiny small idefics3_tiny
+       idefics3_small] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -58,21 +60,47 @@ def _linear_params(module) -> int:
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
+def _vision_flops(policy: Policy) -> float:
+    """FLOPs of the vision for one image, from the shapes one forward pass produces: 2 x weights
+    x output positions for every conv and dense layer (and, for a ViT, the attention scores)."""
+    model = policy.backbone
+    if not hasattr(model, "vision"):  # Idefics3: ViT over every patch, connector per image token
+        vision = model.config.vision_config
+        patches = (vision.image_size // vision.patch_size) ** 2
+        layers = _linear_params(model.model.vision_model.encoder)
+        patch_embed = model.model.vision_model.embeddings.patch_embedding.weight.numel()
+        connector = _linear_params(model.model.connector)
+        flops = 2 * ((layers + patch_embed) * patches + connector * policy.settings.image_seq_len)
+        return flops + 4 * patches**2 * vision.hidden_size * vision.num_hidden_layers
+    total = 0.0
+
+    def count(module, _inputs, output):
+        nonlocal total
+        positions = output[0, 0].numel() if isinstance(module, torch.nn.Conv2d) else 1
+        total += 2 * module.weight.numel() * positions
+
+    layers = [m for m in model.vision.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    handles = [m.register_forward_hook(count) for m in layers]
+    size = policy.settings.image_size
+    try:
+        with torch.inference_mode():
+            model.vision(torch.zeros(1, 3, size, size), torch.zeros(1, 1, dtype=torch.long))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
 def flops_per_action(policy: Policy, text_tokens: int, context: int) -> float:
     """Model FLOPs to produce one action (4 tokens) for one observation (see module docstring):
     `text_tokens` go through the text model (decode tokens included), attending to `context`."""
     model = policy.backbone
-    config = model.config
-    vision, text = config.vision_config, config.text_config
-    patches = (vision.image_size // vision.patch_size) ** 2
-    vis_layers = _linear_params(model.model.vision_model.encoder)
-    patch_embed = model.model.vision_model.embeddings.patch_embedding.weight.numel()
-    connector = _linear_params(model.model.connector)
-    text_layers = _linear_params(model.model.text_model)
+    text = model.config.text_config
+    text_model = (
+        model.language_model if hasattr(model, "language_model") else model.model.text_model
+    )
     head = model.lm_head.weight.numel() * policy.action_dim
-    flops = 2 * ((vis_layers + patch_embed) * patches + connector * policy.settings.image_seq_len)
-    flops += 2 * text_layers * text_tokens + 2 * head
-    flops += 4 * patches**2 * vision.hidden_size * vision.num_hidden_layers
+    flops = _vision_flops(policy) + 2 * _linear_params(text_model) * text_tokens + 2 * head
     flops += 4 * text_tokens * context * text.hidden_size * text.num_hidden_layers
     return float(flops)
 
@@ -148,7 +176,9 @@ def bench(preset: str, batches: list[int], seconds: float, peak: float) -> list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument(
+        "--presets", nargs="+", default=["tiny", "small", "idefics3_tiny", "idefics3_small"]
+    )
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")

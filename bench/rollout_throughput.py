@@ -1,6 +1,6 @@
 """Rollout throughput: env-steps/s of campaign collection against a naive loop and the compute bound.
 
-In one run, with one policy (a built-in preset, fresh weights) on one task:
+In one run, for each policy given (built-in presets, fresh weights), on one task:
 - `campaign`: `train.collect.collect_episodes` as a campaign round runs it: N env slots in a
   gymnasium vector env (made and warmed up before timing, as a campaign keeps one per run), the
   policy acting on all of them as one batch (fast prompt path, KV-cached decoding of the 4 action
@@ -15,8 +15,8 @@ copy of the policy (a campaign's `collect.dtype`) and the naive loop is timed in
 speed-up is against the faster naive loop. The compute bound is the float32 one (matmul peak
 measured in float32). Wall-clock seconds; run it on an idle machine.
 
-Usage: python bench/rollout_throughput.py [--preset small] [--task reach] [--num-envs 16]
-       [--dtype float32|bfloat16]
+Usage: python bench/rollout_throughput.py [--presets tiny idefics3_tiny] [--task reach]
+       [--num-envs 16] [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def naive_steps_per_s(policy: Policy, task: str, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--presets", nargs="+", default=["tiny", "idefics3_tiny"])
     parser.add_argument("--task", default="reach")
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--episodes", type=int, default=32)
@@ -94,36 +94,37 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    fp32 = Policy.from_preset(args.preset, seed=0)
-    policy = fp32.with_dtype(args.dtype)
-    task = envs.resolve(args.task)
     peak = matmul_flops_per_s()
-    obs, _ = envs.make(task).reset(seed=0)
-    prefix = len(policy._pieces.instruction_ids(obs["instruction"]))
-    run = len(policy._pieces.suffix_ids(obs["state"])) + policy.action_dim - 1
-    flops = flops_per_action(policy, run, prefix + run)
-    # The naive loop in float32 (what a first script runs) and in --dtype; the speed-up is taken
-    # against the faster of the two (at batch 1, bfloat16 can be the slower one).
-    naive = {"float32": naive_steps_per_s(fp32, task, args.naive_steps)}
-    if args.dtype != "float32":
-        naive[args.dtype] = naive_steps_per_s(policy, task, args.naive_steps)
-    campaign, steps = campaign_steps_per_s(policy, task, args.num_envs, args.episodes)
-    row = {
-        "preset": args.preset,
-        "params_M": round(policy.num_parameters() / 1e6, 2),
-        "task": task,
-        "num_envs": args.num_envs,
-        "dtype": args.dtype,
-        "threads": torch.get_num_threads(),
-        "campaign_steps_per_s": round(campaign, 1),
-        "campaign_steps": steps,
-        **{f"naive_steps_per_s_{d}": round(v, 2) for d, v in naive.items()},
-        "speedup_vs_naive": round(campaign / max(naive.values()), 1),
-        "bound_steps_per_s": round(peak / flops, 1),
-        "fraction_of_bound": round(campaign / (peak / flops), 3),
-        "matmul_gflops_per_s": round(peak / 1e9, 1),
-    }
-    print(json.dumps(row))
+    for preset in args.presets:
+        fp32 = Policy.from_preset(preset, seed=0)
+        policy = fp32.with_dtype(args.dtype)
+        task = envs.resolve(args.task)
+        obs, _ = envs.make(task).reset(seed=0)
+        prefix = len(policy._pieces.instruction_ids(obs["instruction"]))
+        run = len(policy._pieces.suffix_ids(obs["state"])) + policy.action_dim - 1
+        flops = flops_per_action(policy, run, prefix + run)
+        # The naive loop in float32 (what a first script runs) and in --dtype; the speed-up is taken
+        # against the faster of the two (at batch 1, bfloat16 can be the slower one).
+        naive = {"float32": naive_steps_per_s(fp32, task, args.naive_steps)}
+        if args.dtype != "float32":
+            naive[args.dtype] = naive_steps_per_s(policy, task, args.naive_steps)
+        campaign, steps = campaign_steps_per_s(policy, task, args.num_envs, args.episodes)
+        row = {
+            "preset": preset,
+            "params_M": round(policy.num_parameters() / 1e6, 2),
+            "task": task,
+            "num_envs": args.num_envs,
+            "dtype": args.dtype,
+            "threads": torch.get_num_threads(),
+            "campaign_steps_per_s": round(campaign, 1),
+            "campaign_steps": steps,
+            **{f"naive_steps_per_s_{d}": round(v, 2) for d, v in naive.items()},
+            "speedup_vs_naive": round(campaign / max(naive.values()), 1),
+            "bound_steps_per_s": round(peak / flops, 1),
+            "fraction_of_bound": round(campaign / (peak / flops), 3),
+            "matmul_gflops_per_s": round(peak / 1e9, 1),
+        }
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

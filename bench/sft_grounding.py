@@ -1,14 +1,16 @@
-"""SFT on scripted-expert demonstrations: does the policy learn to use the image, and does it act well?
+"""SFT on scripted-expert demonstrations: does the policy learn to use the image and the instruction,
+and does it act well?
 
 For each recipe (batch size x optimizer steps), a fresh policy is trained with `train.sft.sft_update`
-on the demonstrations of one task, then measured on demonstrations of other seeds
+on the demonstrations of one task (or of several: one multi-task policy), then measured on
+demonstrations of other seeds
 (`train.diagnostics.input_reliance`: action cross-entropy with true vs shuffled frames and
 instructions; how often the greedy action moves the expert's way, per axis, on all steps and on
-first steps) and by greedy success on the held-out evaluation seeds, beside a uniformly random
-policy on the same seeds.
+first steps) and by greedy success on the held-out evaluation seeds (per task, 95% Wilson
+intervals), beside a uniformly random policy on the same seeds.
 
-Usage: python bench/sft_grounding.py [--preset tiny] [--task reach] [--demos 1000] [--goals drawn|all]
-       [--recipes 32x600 8x2400]
+Usage: python bench/sft_grounding.py [--preset tiny] [--tasks reach [push ...]] [--demos 1000]
+       [--goals drawn|all] [--recipes 32x600 8x2400]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from agent.policy import Policy
 from train.batching import chunks, episode_steps
 from train.collect import Job, all_goal_jobs, collect_episodes
 from train.diagnostics import input_reliance
-from train.evaluate import evaluate
+from train.evaluate import evaluate, task_name
 from train.optim import SFTConfig
 from train.sft import sft_update
 
@@ -72,10 +74,10 @@ def direction_agreement(policy, validation) -> dict[str, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--task", default="reach")
-    parser.add_argument("--demos", type=int, default=1000)
-    parser.add_argument("--validation-demos", type=int, default=100)
-    parser.add_argument("--episodes", type=int, default=100, help="held-out evaluation seeds")
+    parser.add_argument("--tasks", nargs="+", default=["reach"])
+    parser.add_argument("--demos", type=int, default=1000, help="demonstrations per task")
+    parser.add_argument("--validation-demos", type=int, default=100, help="per task")
+    parser.add_argument("--episodes", type=int, default=100, help="held-out seeds per task")
     parser.add_argument("--recipes", type=recipe, nargs="+", default=[(32, 600), (8, 2400)])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
@@ -86,17 +88,19 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    task = envs.resolve(args.task)
-    if args.goals == "all":  # every scene has at least one goal: args.demos scenes are enough
-        jobs = all_goal_jobs(task, range(args.demos))[: args.demos]
-    else:
-        jobs = [Job(task, s) for s in range(args.demos)]
+    tasks = [envs.resolve(t) for t in args.tasks]
+    jobs, held = [], []
+    for task in tasks:
+        if args.goals == "all":  # every scene has at least one goal: args.demos scenes are enough
+            jobs += all_goal_jobs(task, range(args.demos))[: args.demos]
+        else:
+            jobs += [Job(task, s) for s in range(args.demos)]
+        held += [Job(task, VALIDATION_SEED_BASE + s) for s in range(args.validation_demos)]
     demos = collect_episodes(jobs, "expert", num_envs=16)
     demos = [e for e in demos if e.is_success]
-    held = [Job(task, VALIDATION_SEED_BASE + s) for s in range(args.validation_demos)]
     validation = collect_episodes(held, "expert", num_envs=16)
-    random, _ = evaluate("random", [task], args.episodes)
-    print(json.dumps({"task": task, "random_success": random[task].success_rate}), flush=True)
+    random, _ = evaluate("random", tasks, args.episodes)
+    print(json.dumps({"random_success": {t: random[t].success_rate for t in tasks}}), flush=True)
     for batch_size, steps in args.recipes:
         config = SFTConfig(
             lr=args.lr, batch_size=batch_size, epochs=10**6, max_steps=steps, warmup_steps=50
@@ -107,8 +111,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         diag = input_reliance(policy, validation)
         diag.update(direction_agreement(policy, validation))
-        results, _ = evaluate(policy, [task], args.episodes)
-        low, high = results[task].interval
+        results, _ = evaluate(policy, tasks, args.episodes)
         row = {
             "preset": args.preset,
             "demos": len(demos),
@@ -119,8 +122,13 @@ def main() -> None:
             "train_seconds": round(seconds, 1),
             "train_ce": round(metrics["train/sft_loss"], 3),
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in diag.items()},
-            "success": results[task].success_rate,
-            "success_ci95": [round(low, 3), round(high, 3)],
+            **{
+                f"success/{task_name(t)}": [
+                    results[t].success_rate,
+                    [round(x, 3) for x in results[t].interval],
+                ]
+                for t in tasks
+            },
             "threads": torch.get_num_threads(),
         }
         print(json.dumps(row), flush=True)

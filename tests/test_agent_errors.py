@@ -66,7 +66,9 @@ def test_missing_folder(tmp_path):
 def test_unsupported_model_family(tmp_path):
     config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16)
     GPT2LMHeadModel(config).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="unsupported model family 'gpt2'.*supported: autodidact_vlm, idefics3"):
+    with pytest.raises(
+        ValueError, match="unsupported model family 'gpt2'.*supported: autodidact_vlm, idefics3"
+    ):
         Policy.from_pretrained(tmp_path)
 
 

@@ -50,6 +50,10 @@ def test_plots_and_summary_table(tmp_path):
     assert out.stat().st_size > 10_000
     table = log.summary_table(["a/A-v0"])
     assert "| A-v0 | 10% [" in table and "60% [" in table and "+50 pts" in table
+    assert "Mean held-out success rose from 10% [" in table and "+50 points" in table
+    assert "the 95% intervals are separate" in table  # 2/20 vs 12/20
+    flat = _fake_run(tmp_path / "flat", [0.2, 0.3]).summary_table(["a/A-v0"])
+    assert "rose from 20%" in flat and "overlap: not a clear change" in flat
 
 
 def test_metrics_file_errors_name_the_file(tmp_path):

@@ -84,7 +84,9 @@ class RunLog:
         ]
 
     def summary_table(self, task_ids: list[str]) -> str:
-        """Markdown: per task (and pooled), seed-policy success -> final success with 95% intervals."""
+        """Markdown: per task (and pooled), seed-policy success -> final success with 95% intervals,
+        then one sentence on the mean: what rose (or fell) by how much, and whether the two
+        intervals are separate."""
         rows = [row for row in self.rows() if "eval/success_rate" in row]
         first, last = rows[0], rows[-1]
         lines = [
@@ -97,7 +99,26 @@ class RunLog:
             lines.append(
                 f"| {name or '**mean**'} | {_cell(first, suffix)} | {_cell(last, suffix)} | {100 * (b - a):+.0f} pts |"
             )
+        lines += ["", _change_sentence(first, last)]
         return "\n".join(lines)
+
+
+def _change_sentence(first: dict[str, Any], last: dict[str, Any]) -> str:
+    """The mean's change from the seed round to the last, and whether it is more than noise."""
+    a, b = first["eval/success_rate"], last["eval/success_rate"]
+    verb = "rose" if b > a else "fell" if b < a else "stayed"
+    separate = (
+        last["eval/ci_low"] > first["eval/ci_high"] or first["eval/ci_low"] > last["eval/ci_high"]
+    )
+    verdict = (
+        "the 95% intervals are separate"
+        if separate
+        else "the 95% intervals overlap: not a clear change"
+    )
+    return (
+        f"Mean held-out success {verb} from {_cell(first, '')} (round {first['round']}) to "
+        f"{_cell(last, '')} (round {last['round']}), {100 * (b - a):+.0f} points; {verdict}."
+    )
 
 
 def _cell(row: dict[str, Any], suffix: str) -> str:
