@@ -111,7 +111,11 @@ def main() -> None:
         "--judge-train", type=int, default=240, help="judge training episodes (subsample)"
     )
     parser.add_argument("--judge-epochs", type=int, default=3)
+    parser.add_argument(
+        "--judge-preset", default="tiny", help="built-in policy preset the judge is built on"
+    )
     parser.add_argument("--skip-judge", action="store_true")
+    parser.add_argument("--skip-classifier", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="verifier_accuracy.json")
     args = parser.parse_args()
@@ -126,24 +130,31 @@ def main() -> None:
         flush=True,
     )
 
-    results = {}
-    t = time.perf_counter()
-    classifier = SuccessClassifier(ClassifierConfig(epochs=args.classifier_epochs, seed=args.seed))
-    fit = classifier.fit(train)
-    results["success_classifier"] = {
-        **agreement(classifier.verify(test), test),
-        "n_train": len(train),
-        "train_accuracy": fit["train_accuracy"],
-        "seconds": time.perf_counter() - t,
-    }
-    print("success_classifier", results["success_classifier"], flush=True)
+    results, verifiers = {}, {}
+    if not args.skip_classifier:
+        t = time.perf_counter()
+        classifier = SuccessClassifier(
+            ClassifierConfig(epochs=args.classifier_epochs, seed=args.seed)
+        )
+        fit = classifier.fit(train)
+        verifiers["success_classifier"] = classifier
+        results["success_classifier"] = {
+            **agreement(classifier.verify(test), test),
+            "n_train": len(train),
+            "train_accuracy": fit["train_accuracy"],
+            "seconds": time.perf_counter() - t,
+        }
+        print("success_classifier", results["success_classifier"], flush=True)
 
     if not args.skip_judge:
         t = time.perf_counter()
         rng = np.random.default_rng(args.seed)
         subset = [train[i] for i in rng.permutation(len(train))[: args.judge_train]]
-        judge = MLLMJudge(config=JudgeConfig(epochs=args.judge_epochs, seed=args.seed))
+        judge = MLLMJudge(
+            config=JudgeConfig(epochs=args.judge_epochs, seed=args.seed), preset=args.judge_preset
+        )
         fit = judge.fit(subset)
+        verifiers["mllm_judge"] = judge
         results["mllm_judge"] = {
             **agreement(judge.verify(test), test),
             "n_train": len(subset),
@@ -158,8 +169,7 @@ def main() -> None:
             for task_id in task_ids
             if (part := [e for e in test if e.task_id == task_id])
         }
-        for name, verifier in [("success_classifier", classifier)]
-        + ([] if args.skip_judge else [("mllm_judge", judge)])
+        for name, verifier in verifiers.items()
     }
     report = {
         "command": "python bench/verifier_accuracy.py "
