@@ -1,6 +1,8 @@
 """The multimodal LLM policy: image + instruction in, action tokens out.
 
-`Policy.from_preset(name)` builds a fresh policy offline (`tiny`, `small`);
+`Policy.from_preset(name)` builds a fresh policy offline: the built-in instruction-aware model
+(`agent.model`; presets `tiny`, `tiny_vision`, `small`) or, for comparison, a small Idefics3
+(`idefics3_tiny`, ...);
 `Policy.from_pretrained(path)` loads a saved one or a local Idefics3/SmolVLM/Qwen2-VL/Qwen2.5-VL
 checkpoint. `policy.act(...)` decodes actions; `policy.action_logprobs(...)` scores given ones.
 Torch is imported only when a torch-backed name is first used, so `agent.action_tokens`

@@ -10,8 +10,9 @@ action tokens.
   followed by a ReLU, so the instruction can switch features off pixel by pixel ("only red
   things"); three strided convs down to an (H/8)x(W/8) map; one dense layer from the whole map to
   `image_seq_len` image tokens, so where the named object lies is in the tokens' features rather
-  than something the language model must find by attention (BENCHMARKS.md, "Instruction
-  following", measures why: 72.5% vs 16% greedy success with pooled tokens).
+  than something the language model must find by attention (issue 11 measured the alternatives:
+  16.0% greedy ReachBall success with the map pooled to 16 tokens, 72.5% with this dense
+  hand-over; BENCHMARKS.md, "Instruction following", measures this model).
 - The FiLM words are the instruction's own tokens: the word tokens of the prompt (ids in
   `[first_word_id, word_vocab_size)`; the image placeholders, markers, state and action tokens
   are special tokens outside that range), or `instruction_ids` given alongside the prompt when

@@ -1,0 +1,67 @@
+"""The built-in backbone (`agent.model`): Auto-class registration, instruction-aware image tokens,
+and clear errors."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText
+
+from agent import Policy
+from agent.model import AutodidactVLMConfig, AutodidactVLMForConditionalGeneration
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return Policy.from_preset("tiny", seed=0)
+
+
+def _words(policy, text: str) -> torch.Tensor:
+    return torch.tensor([policy._pieces.instruction_ids(text)])
+
+
+def test_auto_classes_load_a_saved_model(policy, tmp_path):
+    policy.backbone.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "autodidact_vlm"
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert isinstance(loaded, AutodidactVLMForConditionalGeneration)
+    inputs = policy.prepare_inputs(
+        np.zeros((1, 64, 64, 3), np.uint8),
+        ["go to the red ball"],
+        np.zeros((1, 4), np.float32),
+        np.zeros((1, 4), np.int64),
+    )
+    inputs.pop("action_bins")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, policy.model(**inputs).logits)
+
+
+def test_image_tokens_depend_on_the_instructions_words_only(policy):
+    vision = policy.backbone.vision
+    pixels = torch.rand(1, 3, 64, 64) * 2 - 1
+    red, blue = _words(policy, "go to the red ball"), _words(policy, "go to the blue ball")
+    special = torch.tensor(
+        [policy.tokenizer.convert_tokens_to_ids(["<image>", "<act_7>", "<pad>"])]
+    )
+    with torch.no_grad():
+        tokens = vision(pixels, red)
+        assert tokens.shape == (1, 4, policy.backbone.config.text_config.hidden_size)
+        assert not torch.allclose(tokens, vision(pixels, blue))
+        # image placeholders, state/action tokens and padding are not words: they change nothing
+        torch.testing.assert_close(tokens, vision(pixels, torch.cat([special, red], dim=1)))
+
+
+def test_a_prompt_without_the_right_image_tokens_is_rejected(policy):
+    inputs = policy._prompt_inputs(
+        np.zeros((2, 64, 64, 3), np.uint8),
+        ["press the red button"] * 2,
+        np.zeros((2, 4), np.float32),
+    )
+    image_id = policy.backbone.config.image_token_id
+    inputs["input_ids"] = inputs["input_ids"].masked_fill(inputs["input_ids"] == image_id, 7)
+    with pytest.raises(ValueError, match="the prompt has 0 image tokens for 2 images; expected 4"):
+        policy.model(**inputs)
+
+
+def test_config_rejects_an_image_size_the_tower_cannot_reduce():
+    with pytest.raises(ValueError, match="image_size must be a multiple of 8, got 60"):
+        AutodidactVLMConfig(image_size=60)
