@@ -200,14 +200,16 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         instruction_ids: torch.LongTensor | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`instruction_ids` [B, L]: the instruction's token ids for the FiLM words, when the
-        instruction is not part of `input_ids` (it sits in `past_key_values`)."""
-        kwargs.pop("pixel_attention_mask", None)
+        instruction is not part of `input_ids` (it sits in `past_key_values`).
+        `pixel_attention_mask` (from the processor) is accepted and unused: every image is one
+        whole, unpadded frame."""
         past_key_values = kwargs.pop("cache", past_key_values)
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)

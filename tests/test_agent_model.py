@@ -65,3 +65,16 @@ def test_a_prompt_without_the_right_image_tokens_is_rejected(policy):
 def test_config_rejects_an_image_size_the_tower_cannot_reduce():
     with pytest.raises(ValueError, match="image_size must be a multiple of 8, got 60"):
         AutodidactVLMConfig(image_size=60)
+
+
+def test_generate_runs_on_the_processors_inputs(policy):
+    from agent.families import processor_inputs
+    from agent.prompt import prompt_text
+
+    text = prompt_text("go to the red ball", np.zeros(4, np.float32), "<image>")
+    inputs = processor_inputs(
+        policy.processor, policy.family, np.zeros((1, 64, 64, 3), np.uint8), [text]
+    )
+    with torch.inference_mode():
+        out = policy.model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape == (1, inputs["input_ids"].shape[1] + 4)
