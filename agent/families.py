@@ -1,6 +1,7 @@
 """Supported VLM families: how each one's processor is called and its position ids computed.
 
-The built-in `autodidact_vlm`, Idefics3 and SmolVLM use 1-D positions (counting real tokens, so left padding is harmless);
+The built-in `autodidact_vlm`, Idefics3 and SmolVLM use 1-D positions (counting real tokens, so
+left padding is harmless);
 Qwen2-VL and Qwen2.5-VL use 3-D multimodal rotary positions from the model's `get_rope_index`.
 Positions are always passed explicitly, so a prefill, the cached decode steps and a
 teacher-forced pass over the same tokens agree exactly.
