@@ -82,6 +82,19 @@ class AutodidactVLMConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
 
+def strided_conv_trunk(channels: int) -> nn.Sequential:
+    """Three stride-2 3x3 convs with ReLUs: `channels` in, 2 x `channels` out, 1/8 the side."""
+    c = channels
+    return nn.Sequential(
+        nn.Conv2d(c, c, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1),
+        nn.ReLU(),
+    )
+
+
 class InstructedVision(nn.Module):
     """Image + instruction words -> `image_seq_len` image tokens of the language model's width."""
 
@@ -95,14 +108,7 @@ class InstructedVision(nn.Module):
         self.stem = nn.Conv2d(3, c, 3, padding=1)
         self.words = nn.Embedding(config.word_vocab_size, config.film_dim)
         self.film = nn.Linear(config.film_dim, 2 * c)
-        self.trunk = nn.Sequential(
-            nn.Conv2d(c, c, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1),
-            nn.ReLU(),
-        )
+        self.trunk = strided_conv_trunk(c)
         side = config.image_size // 8
         self.image_proj = nn.Linear(2 * c * side * side, config.image_seq_len * hidden_size)
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from agent.model import strided_conv_trunk
 from verifiers.base import probability_verdicts, require_frames
 from verifiers.episode import Episode, Verdict
 from verifiers.text import encode_instructions
@@ -54,14 +55,7 @@ class _Network(nn.Module):
         self.stem = nn.Conv2d(3, c, 3, padding=1)
         self.text = nn.EmbeddingBag(config.text_buckets, config.text_dim, mode="mean")
         self.film = nn.Linear(config.text_dim, 2 * c)
-        self.trunk = nn.Sequential(
-            nn.Conv2d(c, c, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1),
-            nn.ReLU(),
-        )
+        self.trunk = strided_conv_trunk(c)
         self.out = nn.Linear(4 * c, 1)
 
     def forward(
