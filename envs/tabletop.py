@@ -21,6 +21,8 @@ from envs import rendering  # selects the GL backend; must precede `import mujoc
 import mujoco
 # isort: on
 
+from envs import contract
+
 COLORS: dict[str, tuple[float, float, float, float]] = {
     "red": (0.9, 0.12, 0.1, 1.0),
     "green": (0.1, 0.72, 0.15, 1.0),
@@ -45,6 +47,9 @@ TIP_HIGH = np.array([0.22, 0.2, 0.22])
 STATE_LOW = np.array([-1.0, -1.0, -1.0, -0.01], np.float32)
 STATE_HIGH = np.array([1.0, 1.0, 1.0, 0.1], np.float32)
 """Bounds of `state` (fingertip xyz, finger gap), wide enough for any reachable state."""
+SHARED_SCENE = Path(__file__).with_name("tabletop.xml")
+"""The scene every task's MJCF includes (`<include file="tabletop.xml"/>`); it is found even when
+the task's MJCF lives outside `envs/`."""
 IMAGE_SIZE_RANGE = (16, 512)
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
@@ -65,6 +70,19 @@ def _parse_image_size(image_size: Any) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def _load_model(cls: type) -> mujoco.MjModel:
+    """The task's MJCF, with the shared scene supplied for its `<include file="tabletop.xml"/>`."""
+    path = getattr(cls, "model_path", None)
+    if path is None or not Path(path).is_file():
+        raise contract.TaskContractError(
+            f"task {cls.__name__}: model_path is {path!r}, not an MJCF file; set "
+            'model_path = Path(__file__).with_name("<task>.xml") and write the MJCF there'
+        )
+    return mujoco.MjModel.from_xml_path(
+        str(path), assets={SHARED_SCENE.name: SHARED_SCENE.read_bytes()}
+    )
+
+
 class TabletopEnv(gym.Env, abc.ABC):
     """A MuJoCo tabletop task with a mocap-driven gripper, a fixed camera and a text instruction.
 
@@ -81,6 +99,14 @@ class TabletopEnv(gym.Env, abc.ABC):
     instruction_templates: ClassVar[tuple[str, ...]]
     """str.format templates over the goal's fields; the first is the canonical form."""
 
+    _scene_checked: ClassVar[set[type]] = set()
+    """Task classes whose first scene passed `contract.check_scene` in this process."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "instruction_templates" in cls.__dict__:
+            contract.check_task_class(cls)
+
     def __init__(self, image_size: int | tuple[int, int] = 64, render_mode: str | None = None):
         self.image_height, self.image_width = _parse_image_size(image_size)
         if render_mode not in (None, "rgb_array"):
@@ -88,7 +114,7 @@ class TabletopEnv(gym.Env, abc.ABC):
                 f"unsupported render_mode {render_mode!r}; expected None or 'rgb_array'"
             )
         self.render_mode = render_mode
-        self.model = mujoco.MjModel.from_xml_path(str(self.model_path))
+        self.model = _load_model(type(self))
         self.data = mujoco.MjData(self.model)
         m = self.model
         self._mocap = m.body_mocapid[m.body("gripper_target").id]
@@ -163,12 +189,17 @@ class TabletopEnv(gym.Env, abc.ABC):
         for adr in self._finger_qpos:
             self.data.qpos[adr] = FINGER_OPEN
         self.goal = self._reset_task(rng)
+        if type(self) not in self._scene_checked:
+            contract.check_goal(self, self.goal)  # before the templates are filled in with it
         template = self.instruction_templates[rng.integers(len(self.instruction_templates))]
         self.instruction = template.format(**self.goal)
         forced = (options or {}).get("instruction")
         if forced is not None:
             self.goal, self.instruction = self._parse_instruction(forced)
         mujoco.mj_step(self.model, self.data, nstep=SUBSTEPS)
+        if type(self) not in self._scene_checked:
+            contract.check_scene(self)  # once per task class and process: cheap, early, clear
+            self._scene_checked.add(type(self))
         self._contact_force = self._max_contact_force()
         return self._observation(), self._info()
 
@@ -294,6 +325,12 @@ class TabletopEnv(gym.Env, abc.ABC):
         return frozenset(np.flatnonzero(self.model.geom_bodyid == body).tolist())
 
     def set_color(self, geom: str, color: str) -> None:
+        """Colour the geom named `geom` (a geom name, not a body name) with `COLORS[color]`."""
+        if color not in COLORS:
+            raise ValueError(
+                f"set_color({geom!r}, {color!r}): unknown colour {color!r}; expected one of "
+                f"{', '.join(COLORS)} (envs.tabletop.COLORS)"
+            )
         self.model.geom_rgba[self.model.geom(geom).id] = COLORS[color]
 
     def place_object(self, body: str, pos: np.ndarray) -> None:

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 
 import envs
+from envs.contract import quantize_action
 
 TASKS = envs.task_ids()
-
-
-def _quantize(action: np.ndarray) -> np.ndarray:
-    """Snap each dimension to the centre of its bin among 256 uniform bins over [-1, 1]."""
-    bins = np.clip(np.floor((np.asarray(action) + 1.0) / 2.0 * 256), 0, 255)
-    return (-1.0 + (bins + 0.5) * 2.0 / 256).astype(np.float32)
 
 
 def _success_rate(task: str, seeds: range, policy: str) -> float:
@@ -25,7 +20,7 @@ def _success_rate(task: str, seeds: range, policy: str) -> float:
         done = False
         while not done:
             if policy == "expert":
-                action = _quantize(env.unwrapped.expert_action())
+                action = quantize_action(env.unwrapped.expert_action())
             else:
                 action = rng.uniform(-1, 1, 4).astype(np.float32)
             _, _, terminated, truncated, info = env.step(action)
@@ -64,3 +59,14 @@ def test_expert_succeeds_on_95_of_100_seeds(task):
 @pytest.mark.parametrize("task", TASKS)
 def test_random_policy_succeeds_on_at_most_10_of_100_seeds(task):
     assert _success_rate(task, range(100), "random") <= 0.10
+
+
+def test_envs_quantizer_matches_the_policys_action_bins():
+    from agent.action_tokens import N_BINS, actions_to_bins, bins_to_actions
+    from envs.contract import ACTION_BINS
+
+    actions = np.random.default_rng(0).uniform(-1.2, 1.2, (1000, 4)).astype(np.float32)
+    assert ACTION_BINS == N_BINS
+    np.testing.assert_allclose(
+        quantize_action(actions), bins_to_actions(actions_to_bins(actions)), atol=1e-6
+    )

@@ -8,6 +8,7 @@ A campaign directory holds everything needed to resume, plot and audit it::
     episodes/              the episode store (every collected episode, demonstrations included)
     verdicts/round_K.jsonl every verifier's verdict on round K's episodes
     checkpoints/round_K/   the policy after round K (round 0: the seed policy)
+    partial/round_K.json   round K's record before its evaluation (a resume keeps it)
     metrics.jsonl          one record per round: rollout, verify, organize, train and eval metrics
     tb/                    the same metrics for TensorBoard
     videos/round_K/        MP4s of evaluation episodes

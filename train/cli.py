@@ -14,10 +14,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("envs", help="list the registered tasks")
+    imports = argparse.ArgumentParser(add_help=False)
+    imports.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        help="import MODULE first (a module that registers tasks outside envs/); repeatable",
+    )
+
+    p = sub.add_parser("envs", help="list the registered tasks", parents=[imports])
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
-    p = sub.add_parser("expert", help="run a task's scripted expert and report its success rate")
+    p = sub.add_parser(
+        "new-task", help="write a working task skeleton: module, MJCF, registration line"
+    )
+    p.add_argument("name", help="the task's short name in snake_case, e.g. lift_cube")
+    p.add_argument("--dir", default=None, help="where to write it (default: the envs package)")
+    p.add_argument(
+        "--package", default=None, help="dotted package of --dir (default: its folder name)"
+    )
+
+    p = sub.add_parser(
+        "check-task",
+        help="check one task: its contract, the gymnasium API, expert and random success",
+        parents=[imports],
+    )
+    p.add_argument("task", help="task id or short name")
+    p.add_argument("--episodes", type=int, default=20, help="seeds for each success rate")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "expert",
+        help="run a task's scripted expert and report its success rate",
+        parents=[imports],
+    )
     p.add_argument("task", help="task id (e.g. autodidact/ReachBall-v0) or its short name")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
@@ -63,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("envs", "expert"):
+        if args.command in ("envs", "expert", "new-task", "check-task"):
             from train import expert
 
             return expert.main(args)
