@@ -29,7 +29,10 @@ from agent.families import (
 from agent.prefix_cache import PrefixCache, weights_fingerprint
 from agent.presets import get_preset
 from agent.prompt import PromptPieces, judge_prompt_text, prompt_text
+from agent.runtime import tune_allocator
 from agent.tokenizer import action_token
+
+tune_allocator()  # before the first large tensor: see agent.runtime
 
 ACTION_DIM = 4
 

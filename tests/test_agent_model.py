@@ -1,6 +1,8 @@
 """The built-in backbone (`agent.model`): Auto-class registration, instruction-aware image tokens,
 and clear errors."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,24 @@ def test_generate_runs_on_the_processors_inputs(policy):
     with torch.inference_mode():
         out = policy.model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert out.shape == (1, inputs["input_ids"].shape[1] + 4)
+
+
+def test_the_allocator_is_tuned_on_glibc_unless_the_user_says_otherwise():
+    import subprocess
+    import sys
+
+    code = "import agent.policy, agent.runtime as r; print(r.tune_allocator())"
+    runs = {}
+    for setting in ("tuned", "default", "user"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        env.pop("AUTODIDACT_MALLOC", None)
+        if setting == "default":
+            env["AUTODIDACT_MALLOC"] = "default"
+        elif setting == "user":
+            env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        runs[setting] = out.stdout.strip().splitlines()[-1]
+    glibc = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION")
+    assert runs == {"tuned": str(bool(glibc)), "default": "False", "user": "False"}
