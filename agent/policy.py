@@ -317,8 +317,14 @@ class Policy:
         )
 
     # ----------------------------------------------------------------- judges
-    def text_prompt_inputs(self, images, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Image + free-text prompt, left-padded, ready for `policy.model(**inputs)`."""
+    def text_prompt_inputs(
+        self, images, texts: list[str], instructions: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Image + free-text prompt, left-padded, ready for `policy.model(**inputs)`.
+
+        `instructions`: for a model whose vision reads the instruction (the built-in one), the
+        instruction each image is about; its words condition the vision as when acting, instead
+        of every word of the prompt (where a question's own words would dilute the colour)."""
         images = check_images(images, self.settings.image_size)
         texts = check_instructions(texts, len(images))
         prompts = [judge_prompt_text(t, self.family.image_placeholder) for t in texts]
@@ -327,6 +333,14 @@ class Policy:
         if "pixel_values" in inputs and self._pieces is not None:
             inputs["pixel_values"] = self._pixel_values(images)
             inputs.pop("pixel_attention_mask", None)
+        if (
+            instructions is not None
+            and self.family.reads_instruction_ids
+            and self._pieces is not None
+        ):
+            instructions = check_instructions(instructions, len(images))
+            ids = [self._pieces.instruction_ids(i) for i in instructions]
+            inputs["instruction_ids"] = self._left_pad(ids)["input_ids"]
         return add_position_ids(self.backbone, self.family, inputs)
 
     def next_token_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

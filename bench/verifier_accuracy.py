@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import envs
+from agent import Policy
 from agent.action_tokens import actions_to_bins, bins_to_actions
 from verifiers.classifier import ClassifierConfig, SuccessClassifier
 from verifiers.episode import Episode
@@ -114,6 +115,17 @@ def main() -> None:
     parser.add_argument(
         "--judge-preset", default="tiny", help="built-in policy preset the judge is built on"
     )
+    parser.add_argument(
+        "--judge-from",
+        default=None,
+        help="a saved policy (e.g. a campaign's checkpoints/round_N) the judge starts from, "
+        "instead of a fresh preset",
+    )
+    parser.add_argument("--judge-lr", type=float, default=1e-3)
+    parser.add_argument("--judge-weight-decay", type=float, default=0.0)
+    parser.add_argument(
+        "--judge-no-augment", action="store_true", help="train on the exact final frames"
+    )
     parser.add_argument("--skip-judge", action="store_true")
     parser.add_argument("--skip-classifier", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -150,9 +162,15 @@ def main() -> None:
         t = time.perf_counter()
         rng = np.random.default_rng(args.seed)
         subset = [train[i] for i in rng.permutation(len(train))[: args.judge_train]]
-        judge = MLLMJudge(
-            config=JudgeConfig(epochs=args.judge_epochs, seed=args.seed), preset=args.judge_preset
+        config = JudgeConfig(
+            epochs=args.judge_epochs,
+            lr=args.judge_lr,
+            weight_decay=args.judge_weight_decay,
+            augment=not args.judge_no_augment,
+            seed=args.seed,
         )
+        base = Policy.from_pretrained(args.judge_from) if args.judge_from else None
+        judge = MLLMJudge(base, config=config, preset=args.judge_preset)
         fit = judge.fit(subset)
         verifiers["mllm_judge"] = judge
         results["mllm_judge"] = {

@@ -52,6 +52,27 @@ def test_image_tokens_depend_on_the_instructions_words_only(policy):
         torch.testing.assert_close(tokens, vision(pixels, torch.cat([special, red], dim=1)))
 
 
+def test_a_judge_prompt_conditions_the_vision_on_the_instruction_alone(policy):
+    """`text_prompt_inputs(..., instructions)` hands the vision the instruction's words, as
+    acting does, not the question's: the image tokens equal the acting ones."""
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    instructions = ["go to the red ball", "press the blue button"]
+    questions = [
+        f"Instruction: {i}\nWas the instruction accomplished? Answer yes or no:"
+        for i in instructions
+    ]
+    vision = policy.backbone.vision
+    with torch.no_grad():
+        judged = policy.text_prompt_inputs(images, questions, instructions)
+        acting = policy.text_prompt_inputs(images, instructions)
+        tokens = vision(judged["pixel_values"], judged["instruction_ids"])
+        torch.testing.assert_close(tokens, vision(acting["pixel_values"], acting["input_ids"]))
+        # without the instructions the question's other words dilute the conditioning
+        assert "instruction_ids" not in policy.text_prompt_inputs(images, questions)
+        diluted = vision(judged["pixel_values"], judged["input_ids"])
+        assert not torch.allclose(tokens, diluted)
+
+
 def test_a_prompt_without_the_right_image_tokens_is_rejected(policy):
     inputs = policy._prompt_inputs(
         np.zeros((2, 64, 64, 3), np.uint8),

@@ -109,7 +109,7 @@ class SuccessClassifier:
             for start in range(0, len(order), config.batch_size):
                 batch = order[start : start + config.batch_size].tolist()
                 ids, offsets = _batch_text([ids_offsets[i] for i in batch])
-                logits = self.network(_augment(images[batch], generator), ids, offsets)
+                logits = self.network(augment_frames(images[batch], generator), ids, offsets)
                 loss = F.binary_cross_entropy_with_logits(logits, labels[batch])
                 optimizer.zero_grad()
                 loss.backward()
@@ -182,7 +182,7 @@ def _batch_text(
     return ids, offsets
 
 
-def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment_frames(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random shifts of up to 3 pixels and small brightness changes: success is a matter of where
     things are relative to each other, not of exact pixels."""
     pad = 3

@@ -3,7 +3,14 @@
 The final frame and a question quoting the instruction go through the MLLM
 (`policy.text_prompt_inputs`); the logits of the next token for "yes" and "no"
 (`policy.next_token_logits`) give P(yes) = softmax([yes, no])[0]. Fine-tuned with cross-entropy
-over {yes, no} on episodes the environment labelled, fully or through a LoRA adapter.
+over {yes, no} on episodes the environment labelled, fully or through a LoRA adapter, on shifted
+final frames. The built-in backbone's vision reads the instruction alone (not the question's
+other words), as when acting.
+
+Start it from a policy that has learnt the tasks, e.g. `MLLMJudge(Policy.from_pretrained(
+"RUN/checkpoints/round_3"))`: its vision already finds the named object. Measured on 600
+held-out episodes of the six tasks (BENCHMARKS.md, "Verifiers"): precision 0.92 and recall 0.95
+from a `default` campaign's last checkpoint, against 0.63 / 0.91 from fresh weights.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from verifiers.base import probability_verdicts, require_frames
+from verifiers.classifier import augment_frames
 from verifiers.episode import Episode, Verdict
 
 QUESTION = "Instruction: {instruction}\nWas the instruction accomplished? Answer yes or no:"
@@ -40,10 +48,13 @@ class JudgeConfig:
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.0
+    augment: bool = True
+    """Train on final frames shifted by up to 3 pixels with small brightness changes (as the
+    success classifier does): without it the fresh backbone memorizes its training frames."""
     threshold: float = 0.5
     """Pass when P(yes) is at least this."""
     seed: int = 0
-    """Seeds batch order."""
+    """Seeds batch order and augmentation."""
 
 
 class MLLMJudge:
@@ -82,11 +93,19 @@ class MLLMJudge:
             )
         return ids[0][0], ids[1][0]
 
-    def _answer_logits(self, episodes: Sequence[Episode]) -> torch.Tensor:
-        """[B, 2] next-token logits of (yes, no) for a batch of episodes."""
+    def _answer_logits(
+        self, episodes: Sequence[Episode], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """[B, 2] next-token logits of (yes, no) for a batch of episodes; with a `generator`,
+        of randomly shifted final frames."""
         images = np.stack([require_frames(e, self.name)[-1] for e in episodes])
+        if generator is not None:
+            frames = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+            frames = augment_frames(frames, generator)
+            images = (frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         prompts = [self.config.question.format(instruction=e.instruction) for e in episodes]
-        inputs = self.policy.text_prompt_inputs(images, prompts)
+        instructions = [e.instruction for e in episodes]
+        inputs = self.policy.text_prompt_inputs(images, prompts, instructions)
         logits = self.policy.next_token_logits(inputs)
         return logits[:, [self.yes_id, self.no_id]].float()
 
@@ -121,7 +140,9 @@ class MLLMJudge:
             for start in range(0, len(order), config.batch_size):
                 batch = order[start : start + config.batch_size]
                 target = labels[batch].to(self.policy.device)
-                logits = self._answer_logits([episodes[i] for i in batch])
+                logits = self._answer_logits(
+                    [episodes[i] for i in batch], generator if config.augment else None
+                )
                 loss = F.cross_entropy(logits, target, weight=class_weight)
                 optimizer.zero_grad()
                 loss.backward()
