@@ -51,3 +51,121 @@ def tune_allocator() -> bool:
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
     return _tuned
+
+
+# ---- torch threads that follow the machine's load ----------------------------------------------
+
+CHECK_INTERVAL_S = 2.0
+"""`adapt_threads` re-decides at most this often (reading /proc costs ~0.1 ms)."""
+_SMOOTHING = 0.3
+"""Weight of a new load sample in the moving average (samples come with the caller's steps)."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def _own_running_threads() -> int:
+    running = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat") as handle:
+                    state = handle.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            running += state == "R"
+    except OSError:
+        return 1
+    return max(1, running)
+
+
+def other_runnable() -> float | None:
+    """Threads of other processes runnable right now (/proc/stat `procs_running` minus this
+    process's running threads); None where /proc is not there."""
+    try:
+        with open("/proc/stat") as handle:
+            for line in handle:
+                if line.startswith("procs_running"):
+                    return max(0.0, float(line.split()[1]) - _own_running_threads())
+    except OSError:
+        return None
+    return None
+
+
+def requested_threads() -> int | None:
+    """Threads fixed by the user: `AUTODIDACT_THREADS`, else `OMP_NUM_THREADS`; None for auto."""
+    for name in ("AUTODIDACT_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name)
+        if value:
+            try:
+                threads = int(value)
+            except ValueError:
+                raise ValueError(f"{name}={value!r}; expected a positive integer") from None
+            if threads < 1:
+                raise ValueError(f"{name}={value!r}; expected a positive integer")
+            return threads
+    return None
+
+
+class _Governor:
+    def __init__(self) -> None:
+        self.load: float | None = None
+        self.checked = -float("inf")
+        self.threads: int | None = None
+
+
+_governor = _Governor()
+
+
+def choose_threads(cpus: int, others: float) -> int:
+    """Torch threads for `cpus` CPUs of which `others` are taken by other processes: one per CPU
+    left free (at least one). Threads of one parallel region wait for each other, so a thread
+    that must share its CPU with another process stalls all of them (28x slower measured)."""
+    return int(max(1, min(cpus, round(cpus - others))))
+
+
+def adapt_threads(force: bool = False) -> int:
+    """Set torch's intra-op threads for the load on the machine now; returns the count.
+
+    Called by the collection loop and the optimizers at every step (it re-decides at most every
+    `CHECK_INTERVAL_S`): the load is sampled at each call and smoothed, so a job that starts or
+    ends next to a campaign moves its thread count within seconds. `AUTODIDACT_THREADS` or
+    `OMP_NUM_THREADS` fix the count instead.
+    """
+    import time
+
+    import torch
+
+    fixed = requested_threads()
+    if fixed is not None:
+        if _governor.threads != fixed:
+            torch.set_num_threads(fixed)
+            _governor.threads = fixed
+        return fixed
+    sample = other_runnable()
+    if sample is not None:
+        previous = _governor.load
+        _governor.load = (
+            sample if previous is None else (1 - _SMOOTHING) * previous + _SMOOTHING * sample
+        )
+    now = time.monotonic()
+    if not force and now - _governor.checked < CHECK_INTERVAL_S and _governor.threads:
+        return _governor.threads
+    _governor.checked = now
+    threads = choose_threads(available_cpus(), _governor.load or 0.0)
+    if threads != _governor.threads:
+        torch.set_num_threads(threads)
+        _governor.threads = threads
+    return threads

@@ -5,6 +5,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A fixed torch thread count (agent.runtime otherwise follows the machine's load): the number of
+# threads changes float summation order, and tests compare runs bit for bit, also across the
+# campaigns they start as child processes.
+os.environ.setdefault("AUTODIDACT_THREADS", "1")
 
 try:  # envs' tests must run without torch installed
     import torch

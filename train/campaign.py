@@ -30,6 +30,7 @@ from typing import Any
 
 import envs
 from agent import Policy
+from agent.runtime import adapt_threads, available_cpus, requested_threads
 from train import organize
 from train.campaign_config import CampaignConfig
 from train.collect import Job, collect_episodes, make_vector_env
@@ -69,6 +70,9 @@ class Campaign:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.toml", dump_toml(to_dict(cfg)) + "\n")
+        threads = adapt_threads(force=True)
+        fixed = "fixed by AUTODIDACT_THREADS / OMP_NUM_THREADS" if requested_threads() else "auto"
+        log.info("torch threads: %d of %d CPUs (%s)", threads, available_cpus(), fixed)
         try:
             for k in range(cfg.rounds + 1):
                 if self.runlog.has_round(k):

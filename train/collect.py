@@ -12,6 +12,7 @@ import numpy as np
 
 import envs
 from agent.action_tokens import actions_to_bins, bins_to_actions
+from agent.runtime import adapt_threads
 from verifiers.episode import EXPERT_POLICY_ID, RANDOM_POLICY_ID, Episode
 
 POLICY_KINDS = (EXPERT_POLICY_ID, RANDOM_POLICY_ID)
@@ -257,6 +258,8 @@ def collect_episodes(
     ended = np.ones(n, dtype=bool)
     try:
         while len(results) < len(jobs):
+            if act_kwargs:
+                adapt_threads()  # follow the machine's load (agent.runtime)
             free = [i for i in range(n) if traces[i] is None]
             starting = free[: len(jobs) - next_job]
             # Slots with no job left idle on; one whose episode ended must still be reset, since

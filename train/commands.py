@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 def eval(args: argparse.Namespace) -> int:
     import envs
     from agent import Policy
+    from agent.runtime import adapt_threads
     from train.evaluate import eval_metrics, evaluate, task_name, write_video
 
     _setup_logging()
@@ -72,6 +73,7 @@ def eval(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     policy = Policy.from_pretrained(args.checkpoint, device=args.device)
+    adapt_threads(force=True)
     results, episodes = evaluate(
         policy, task_ids, args.episodes, num_envs=args.num_envs, image_size=args.image_size
     )

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from peft import PeftModel
 
+from agent.runtime import adapt_threads
+
 
 @dataclass
 class OptimConfig:
@@ -185,6 +187,7 @@ class Optimization:
         self.micro_batches += 1
         if self.micro_batches % self.config.grad_accum_steps == 0:
             self.step()
+            adapt_threads()  # follow the machine's load (agent.runtime)
 
     def flush(self) -> None:
         """Step on gradients left from an unfinished accumulation (end of the data)."""
