@@ -191,7 +191,8 @@ def quantize_action(action: np.ndarray) -> np.ndarray:
 
 def success_rate(env, seeds: range, actor: str) -> tuple[float, float]:
     """(success rate, mean length) of the scripted expert (actions quantized to the policy's 256
-    bins, as demonstrations are recorded) or of uniform random actions, one episode per seed."""
+    bins, as demonstrations are recorded) or of uniform random actions, one episode per seed;
+    TaskContractError if an episode's termination and success disagree."""
     successes, lengths = [], []
     for seed in seeds:
         env.reset(seed=seed)
@@ -204,6 +205,12 @@ def success_rate(env, seeds: range, actor: str) -> tuple[float, float]:
                 action = rng.uniform(-1, 1, 4).astype(np.float32)
             _, _, terminated, truncated, info = env.step(action)
             done, steps = terminated or truncated, steps + 1
+        if terminated != info["is_success"]:
+            raise TaskContractError(
+                f"task {task_label(env.unwrapped)}, seed {seed}: the episode ended with "
+                f"terminated={terminated} but is_success={info['is_success']}; an episode "
+                "terminates exactly when it succeeds"
+            )
         successes.append(bool(info["is_success"]))
         lengths.append(steps)
     return float(np.mean(successes)), float(np.mean(lengths))

@@ -6,29 +6,18 @@ import numpy as np
 import pytest
 
 import envs
-from envs.contract import quantize_action
+from envs.contract import quantize_action, success_rate
 
 TASKS = envs.task_ids()
 
 
 def _success_rate(task: str, seeds: range, policy: str) -> float:
+    """Success rate over `seeds`; `success_rate` raises if termination and success disagree."""
     env = envs.make(task)
-    successes = []
-    for seed in seeds:
-        env.reset(seed=seed)
-        rng = np.random.default_rng(seed)
-        done = False
-        while not done:
-            if policy == "expert":
-                action = quantize_action(env.unwrapped.expert_action())
-            else:
-                action = rng.uniform(-1, 1, 4).astype(np.float32)
-            _, _, terminated, truncated, info = env.step(action)
-            done = terminated or truncated
-        assert terminated == info["is_success"]
-        successes.append(info["is_success"])
-    env.close()
-    return float(np.mean(successes))
+    try:
+        return success_rate(env, seeds, policy)[0]
+    finally:
+        env.close()
 
 
 @pytest.mark.parametrize("task", TASKS)
