@@ -33,11 +33,12 @@ from agent import Policy
 from agent.runtime import adapt_threads, available_cpus, requested_threads
 from train import organize
 from train.campaign_config import CampaignConfig
-from train.collect import Job, collect_episodes, make_vector_env
+from train.collect import Job
 from train.config import dump_toml, to_dict
 from train.diagnostics import input_reliance
 from train.evaluate import eval_metrics, evaluate, task_name, write_video
 from train.progress import progress_bar
+from train.rollout_workers import make_chunks, make_collector, task_modules
 from train.runlog import RunLog, atomic_write_text
 from train.store import EpisodeStore
 from verifiers.episode import EXPERT_POLICY_ID, Episode
@@ -60,9 +61,10 @@ class Campaign:
         self.policy: Policy | None = None
         self.last_steps_per_s: float | None = None
         """Env-steps/s of the last collection (None when it was all read back from the store)."""
-        self._vec = None
-        """One vector env of task slots, made on first use and kept for every collection and
-        evaluation of the run (making one costs ~0.1 s per slot)."""
+        self._collector = None
+        """Where episodes are collected (`collect.backend`): made on first use and kept for
+        every collection and evaluation of the run (its vector envs cost ~0.1 s per slot to
+        make; Ray workers seconds to start)."""
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -83,9 +85,9 @@ class Campaign:
                 self.runlog.append(k, record)
                 self._report(k, record)
         finally:
-            if self._vec is not None:
-                self._vec.close()
-                self._vec = None
+            if self._collector is not None:
+                self._collector.close()
+                self._collector = None
         return self.finish()
 
     def seed_round(self) -> dict[str, Any]:
@@ -124,9 +126,7 @@ class Campaign:
             for i in range(seeds_per_task)
             for g in range(cfg.collect.group_size)
         ]
-        rollout_policy = self.policy.with_dtype(cfg.collect.dtype)
-        episodes = self._collect(k, jobs, rollout_policy, f"round {k}: collect")
-        del rollout_policy
+        episodes = self._collect(k, jobs, self.policy, f"round {k}: collect")
         record: dict[str, Any] = {
             "rollout/episodes": len(episodes),
             "rollout/successes": sum(e.is_success for e in episodes),
@@ -164,10 +164,9 @@ class Campaign:
                 self.policy,
                 self.task_ids,
                 cfg.eval.episodes_per_task,
-                num_envs=cfg.collect.num_envs,
-                image_size=cfg.image_size,
                 round=k,
-                vector_env=self._vector_env(),
+                collector=self.collector(),
+                chunk_episodes=cfg.collect.chunk_episodes,
                 progress=bar.update,
             )
         for task_id in self.task_ids:
@@ -195,49 +194,55 @@ class Campaign:
     # ---- helpers --------------------------------------------------------------------------
 
     def _collect(self, k: int, jobs: list[Job], policy: Any, desc: str) -> list[Episode]:
-        """Collect `jobs` in stored chunks, skipping chunks a previous (killed) run already stored."""
+        """Collect `jobs` in chunks, storing each chunk in order as soon as it and the chunks
+        before it are back, and skipping chunks a previous (killed) run already stored."""
         cfg = self.config
-        size = cfg.collect.chunk_episodes
-        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        chunks = make_chunks(
+            jobs,
+            cfg.collect.chunk_episodes,
+            k,
+            lambda c: cfg.seed * 1_000_003 + k * 1009 + c,
+            temperature=cfg.collect.temperature,
+            top_k=cfg.collect.top_k,
+        )
         stored = {e.episode_id: e for e in self.store.load(where={"round": k}, with_frames=True)}
-        episodes: list[Episode] = []
-        steps, seconds = 0, 0.0
+        done: dict[int, list[Episode]] = {}
+        todo = []
+        for chunk in chunks:
+            ids = [j.episode_id(k) for j in chunk.jobs]
+            if all(i in stored for i in ids):
+                done[chunk.index] = [stored[i] for i in ids]
+            else:
+                todo.append(chunk)
+        unstored = {chunk.index for chunk in todo}
+        next_to_store = 0
+        collector = self.collector()
+        steps, start = 0, time.perf_counter()
         with progress_bar(len(jobs), desc) as bar:
-            for c, chunk in enumerate(chunks):
-                ids = [j.episode_id(k) for j in chunk]
-                if all(i in stored for i in ids):
-                    episodes += [stored[i] for i in ids]
-                    bar.update(len(chunk))
-                    continue
-                start = time.perf_counter()
-                new = collect_episodes(
-                    chunk,
-                    policy,
-                    num_envs=cfg.collect.num_envs,
-                    image_size=cfg.image_size,
-                    round=k,
-                    temperature=cfg.collect.temperature,
-                    top_k=cfg.collect.top_k,
-                    seed=cfg.seed * 1_000_003 + k * 1009 + c,
-                    vector_env=self._vector_env(),
-                    progress=bar.update,
-                )
-                seconds += time.perf_counter() - start
+            bar.update(len(jobs) - sum(len(c.jobs) for c in todo))
+            for chunk, new in collector.collect(
+                todo, policy, cfg.collect.dtype, progress=bar.update
+            ):
+                done[chunk.index] = new
                 steps += sum(e.length for e in new)
-                self.store.append(new)
-                episodes += new
+                while next_to_store < len(chunks) and next_to_store in done:
+                    if next_to_store in unstored:
+                        self.store.append(done[next_to_store])
+                    next_to_store += 1
+        seconds = time.perf_counter() - start if todo else 0.0
         if seconds > 0:
             log.info("%s: %d env-steps at %.1f steps/s", desc, steps, steps / seconds)
         self.last_steps_per_s = steps / seconds if seconds > 0 else None
-        return episodes
+        return [e for c in range(len(chunks)) for e in done[c]]
 
-    def _vector_env(self):
-        if self._vec is None:
-            cfg = self.config
-            self._vec = make_vector_env(
-                self.task_ids, cfg.collect.num_envs, cfg.image_size, cfg.collect.vectorization
+    def collector(self):
+        """The run's collector (`collect.backend`), made on first use."""
+        if self._collector is None:
+            self._collector = make_collector(
+                self.config, self.task_ids, imports=task_modules(self.task_ids)
             )
-        return self._vec
+            self._collector.start()  # envs made / workers up before any timing starts
+        return self._collector
 
     def _fresh_policy(self) -> Policy:
         cfg = self.config.policy

@@ -11,6 +11,7 @@ from train.optim import DPOConfig, RLConfig, SFTConfig
 PRESET_DIR = Path(__file__).parent / "presets"
 OPTIMIZERS = ("sft", "rl", "dpo")
 ROLLOUT_DTYPES = ("float32", "bfloat16")
+BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -45,12 +46,37 @@ class CollectSection:
     top_k: int = 0
     """Sample among the k most likely action tokens; 0 disables the cut."""
     chunk_episodes: int = 64
-    """Episodes per stored chunk: the unit a killed campaign resumes from."""
+    """Episodes per chunk: the unit a killed campaign resumes from, the unit of work a Ray
+    worker is handed, and (with evaluation cut the same way) what decides which episodes run side
+    by side. With the Ray backend keep it at most episodes per round / `ray.num_workers`, or some
+    workers sit idle."""
+    backend: str = "local"
+    """Where episodes are collected and evaluated: `local` (this process) or `ray` (rollout
+    workers on a Ray cluster, see the `[ray]` section). Both give the same episodes."""
     dtype: str = "float32"
     """Weights' dtype while collecting rollouts: `float32`, or `bfloat16` (~1.9x faster batched
     acting on this CPU with AVX512-BF16; CPUs without bf16 instructions emulate it, likely slower,
     not measured). Training and evaluation stay in float32; rollout log-probs (RL's
     importance-ratio denominators) then carry the rounding too."""
+
+
+@dataclass
+class RaySection:
+    """Rollout workers for `collect.backend = "ray"` (ignored by the local backend)."""
+
+    address: str = ""
+    """'' starts a local Ray instance; `auto` joins the cluster this machine was added to with
+    `ray start`; `host:port` joins the head at that address."""
+    num_workers: int = 2
+    """Rollout workers (Ray actors), each with its own vector env and copy of the policy."""
+    envs_per_worker: int = 0
+    """Vector-env slots per worker; 0: `collect.num_envs`. Only with the same number of slots
+    does the Ray backend give exactly the local backend's episodes."""
+    cpus_per_worker: float = 1.0
+    """CPUs Ray reserves for each worker (its torch threads follow: Ray sets OMP_NUM_THREADS)."""
+    gpus_per_worker: float = 0.0
+    """GPUs Ray reserves for each worker; > 0 puts the worker's policy on its GPU and MuJoCo's
+    EGL renderer on the same device."""
 
 
 @dataclass
@@ -106,6 +132,7 @@ class CampaignConfig:
     policy: PolicySection = field(default_factory=PolicySection)
     demos: DemoSection = field(default_factory=DemoSection)
     collect: CollectSection = field(default_factory=CollectSection)
+    ray: RaySection = field(default_factory=RaySection)
     verify: VerifySection = field(default_factory=VerifySection)
     organize: OrganizeSection = field(default_factory=OrganizeSection)
     optimize: OptimizeSection = field(default_factory=OptimizeSection)
@@ -129,6 +156,27 @@ class CampaignConfig:
             raise ValueError(
                 f"collect.dtype={self.collect.dtype!r} is not supported; expected one of "
                 f"{ROLLOUT_DTYPES}"
+            )
+        if self.collect.backend not in BACKENDS:
+            raise ValueError(
+                f"collect.backend={self.collect.backend!r} is not supported; expected one of "
+                f"{BACKENDS}"
+            )
+        if self.collect.chunk_episodes < 1:
+            raise ValueError(
+                f"collect.chunk_episodes must be >= 1, got {self.collect.chunk_episodes}"
+            )
+        r = self.ray
+        if r.num_workers < 1:
+            raise ValueError(f"ray.num_workers must be >= 1, got {r.num_workers}")
+        if r.envs_per_worker < 0:
+            raise ValueError(
+                f"ray.envs_per_worker must be >= 0 (0: collect.num_envs), got {r.envs_per_worker}"
+            )
+        if r.cpus_per_worker < 0 or r.gpus_per_worker < 0:
+            raise ValueError(
+                f"ray.cpus_per_worker={r.cpus_per_worker} and ray.gpus_per_worker="
+                f"{r.gpus_per_worker} must both be >= 0"
             )
         if self.collect.episodes_per_task % self.collect.group_size:
             raise ValueError(

@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=None, help="task names or ids (default: all)")
     p.add_argument("--episodes", type=int, default=30, help="held-out episodes per task")
     p.add_argument("--num-envs", type=int, default=16)
+    p.add_argument(
+        "--chunk-episodes",
+        type=int,
+        default=None,
+        help="episodes per vector-env run (default: all); with a campaign's collect.num_envs and "
+        "collect.chunk_episodes it reproduces the campaign's evaluation exactly",
+    )
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--video-dir", default=None, help="write one MP4 per task here")
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         from train import commands
 
         return getattr(commands, args.command)(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as err:
         # Bad input (a config key, a task name, a path): say what is wrong, without a traceback.
         if os.environ.get("AUTODIDACT_DEBUG"):
             raise

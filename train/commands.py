@@ -75,7 +75,12 @@ def eval(args: argparse.Namespace) -> int:
     policy = Policy.from_pretrained(args.checkpoint, device=args.device)
     adapt_threads(force=True)
     results, episodes = evaluate(
-        policy, task_ids, args.episodes, num_envs=args.num_envs, image_size=args.image_size
+        policy,
+        task_ids,
+        args.episodes,
+        num_envs=args.num_envs,
+        image_size=args.image_size,
+        chunk_episodes=args.chunk_episodes,
     )
     if args.video_dir:
         for task_id in task_ids:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from train.collect import Job, collect_episodes
+from train.collect import Job
 from verifiers.episode import Episode
 
 EVAL_SEED_BASE = 10_000_000
@@ -103,21 +103,33 @@ def evaluate(
     round: int = 0,
     vectorization: str = "sync",
     progress: Any = None,
-    vector_env: Any = None,
+    collector: Any = None,
+    chunk_episodes: int | None = None,
 ) -> tuple[dict[str, TaskResult], list[Episode]]:
-    """Greedy rollouts on the held-out seeds; returns per-task results and the episodes
-    (`vector_env`: reuse an open one, see `collect_episodes`)."""
-    episodes = collect_episodes(
-        eval_jobs(task_ids, episodes_per_task),
-        policy,
-        num_envs=num_envs,
-        image_size=image_size,
-        round=round,
-        greedy=True,
-        vectorization=vectorization,
-        vector_env=vector_env,
-        progress=progress,
-    )
+    """Greedy rollouts on the held-out seeds; returns per-task results and the episodes in job
+    order.
+
+    The jobs are cut into chunks of `chunk_episodes` (None: one chunk), the unit that a
+    `collector` (`train.rollout_workers`: local, or sharded over Ray workers) runs in one vector
+    env; a campaign cuts them as it cuts its rollouts, so `autodidact eval --chunk-episodes`
+    with the campaign's value reproduces the campaign's numbers. Without a collector, a local one
+    of `num_envs` slots is made and closed."""
+    from train.rollout_workers import LocalCollector, make_chunks
+
+    jobs = eval_jobs(task_ids, episodes_per_task)
+    chunks = make_chunks(jobs, chunk_episodes or len(jobs), round, lambda c: 0, greedy=True)
+    own = collector is None
+    if own:
+        collector = LocalCollector(task_ids, min(num_envs, len(jobs)), image_size, vectorization)
+    try:
+        done = dict(
+            (chunk.index, episodes)
+            for chunk, episodes in collector.collect(chunks, policy, progress=progress)
+        )
+    finally:
+        if own:
+            collector.close()
+    episodes = [e for c in range(len(chunks)) for e in done[c]]
     return summarize(episodes, task_ids), episodes
 
 
