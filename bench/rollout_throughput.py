@@ -15,14 +15,24 @@ copy of the policy (a campaign's `collect.dtype`) and the naive loop is timed in
 speed-up is against the faster naive loop. The compute bound is the float32 one (matmul peak
 measured in float32). Wall-clock seconds; run it on an idle machine.
 
+With `--ray-workers 1 2` it instead compares where collection runs, in one run, on the same
+chunks of jobs (`train.rollout_workers`): the local collector at one torch thread and at the
+process's automatic count, then the Ray backend with each number of workers (a local Ray
+instance, one CPU per worker, every worker with its own vector env of `--num-envs` slots). Each
+is warmed up (envs made, weights held) before timing; the weight broadcast (bytes, seconds) and
+the workers' start-up are reported apart.
+
 Usage: python bench/rollout_throughput.py [--presets tiny idefics3_tiny] [--task reach]
        [--num-envs 16] [--dtype float32|bfloat16]
+       python bench/rollout_throughput.py --presets tiny_vision --ray-workers 1 2
+       [--episodes 128] [--chunk-episodes 32] [--num-envs 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -36,6 +46,7 @@ from agent.families import processor_inputs
 from agent.prompt import prompt_text
 from train.campaign_config import ROLLOUT_DTYPES
 from train.collect import Job, collect_episodes, make_vector_env
+from train.rollout_workers import LocalCollector, RayCollector, make_chunks
 
 
 def campaign_steps_per_s(
@@ -79,6 +90,74 @@ def naive_steps_per_s(policy: Policy, task: str, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def backend_steps_per_s(collector, policy, chunks, warmup) -> float:
+    list(collector.collect(warmup, policy))  # envs rendered once, weights held
+    start = time.perf_counter()
+    episodes = [e for _, chunk in collector.collect(chunks, policy) for e in chunk]
+    seconds = time.perf_counter() - start
+    return sum(e.length for e in episodes) / seconds
+
+
+def compare_backends(args: argparse.Namespace, preset: str) -> None:
+    import ray
+
+    from agent.runtime import adapt_threads
+
+    policy = Policy.from_preset(preset, seed=0)
+    task = envs.resolve(args.task)
+    size = args.chunk_episodes
+    jobs = [Job(task, 5_000 + i) for i in range(args.episodes)]
+    chunks = make_chunks(jobs, size, 1, lambda c: c, temperature=1.0)
+    # One warm-up chunk per worker (each renders its envs once and loads the weights).
+    warmup_jobs = [Job(task, 9_000 + i) for i in range(size * max(args.ray_workers))]
+    warmup = make_chunks(warmup_jobs, size, 1, lambda c: 99)
+    row: dict = {
+        "preset": preset,
+        "task": task,
+        "episodes": args.episodes,
+        "chunk_episodes": size,
+        "envs_per_collector": args.num_envs,
+        "dtype": args.dtype,
+    }
+    local = LocalCollector([task], args.num_envs)
+    try:
+        # One thread, as one Ray worker with one CPU has (Ray sets its OMP_NUM_THREADS=1).
+        os.environ["AUTODIDACT_THREADS"] = "1"
+        row["local_1thread_steps_per_s"] = round(
+            backend_steps_per_s(local, policy.with_dtype(args.dtype), chunks, warmup[:1]), 1
+        )
+        del os.environ["AUTODIDACT_THREADS"]
+        row["local_auto_threads"] = adapt_threads(force=True)
+        row["local_auto_steps_per_s"] = round(
+            backend_steps_per_s(local, policy.with_dtype(args.dtype), chunks, warmup[:1]), 1
+        )
+    finally:
+        local.close()
+    start = time.perf_counter()
+    ray.init(num_cpus=max(args.ray_workers), include_dashboard=False, log_to_driver=False)
+    row["ray_init_s"] = round(time.perf_counter() - start, 2)
+    try:
+        for n in args.ray_workers:
+            collector = RayCollector([task], args.num_envs, num_workers=n)
+            try:
+                start = time.perf_counter()
+                collector.start()
+                row[f"ray{n}_start_s"] = round(time.perf_counter() - start, 2)
+                rate = backend_steps_per_s(collector, policy, chunks, warmup[:n])
+                row[f"ray{n}_steps_per_s"] = round(rate, 1)
+                sent = collector.broadcasts[0]
+                row["broadcast_MB"] = round(sent["bytes"] / 1e6, 2)
+                row[f"ray{n}_broadcast_s"] = round(sent["seconds"], 3)
+            finally:
+                collector.close()
+    finally:
+        ray.shutdown()
+    base = row["local_1thread_steps_per_s"]
+    for n in args.ray_workers:
+        row[f"ray{n}_vs_local_1thread"] = round(row[f"ray{n}_steps_per_s"] / base, 3)
+    print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "idefics3_tiny"])
@@ -92,7 +171,19 @@ def main() -> None:
         choices=ROLLOUT_DTYPES,
         help="the policy's weights in campaign collection (a campaign's collect.dtype)",
     )
+    parser.add_argument(
+        "--ray-workers",
+        nargs="+",
+        type=int,
+        default=None,
+        help="compare the local collector with the Ray backend at these numbers of workers",
+    )
+    parser.add_argument("--chunk-episodes", type=int, default=32)
     args = parser.parse_args()
+    if args.ray_workers:
+        for preset in args.presets:
+            compare_backends(args, preset)
+        return
 
     peak = matmul_flops_per_s()
     for preset in args.presets:

@@ -496,15 +496,19 @@ class RayCollector(_VectorEnvSpec):
         attempts = {chunk.index: 0 for chunk in chunks}
         idle = list(range(len(self.workers)))
         pending: dict[Any, tuple[int, Chunk]] = {}
+
+        def dispatch() -> None:
+            while queue and idle:
+                w, chunk = idle.pop(0), queue.popleft()
+                attempts[chunk.index] += 1
+                ref = self.workers[w].collect.remote(chunk, weights, dtype)
+                pending[ref] = (w, chunk)
+                if self.on_chunk_start is not None:
+                    self.on_chunk_start(w, chunk)
+
         try:
             while queue or pending:
-                while queue and idle:
-                    w, chunk = idle.pop(0), queue.popleft()
-                    attempts[chunk.index] += 1
-                    ref = self.workers[w].collect.remote(chunk, weights, dtype)
-                    pending[ref] = (w, chunk)
-                    if self.on_chunk_start is not None:
-                        self.on_chunk_start(w, chunk)
+                dispatch()
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 w, chunk = pending.pop(ref)
                 try:
@@ -528,6 +532,7 @@ class RayCollector(_VectorEnvSpec):
                     idle.append(w)
                     continue
                 idle.append(w)
+                dispatch()  # the freed worker starts its next chunk while the caller stores
                 if progress is not None:
                     progress(len(episodes))
                 yield chunk, episodes
