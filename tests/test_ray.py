@@ -103,6 +103,38 @@ def test_a_killed_worker_loses_no_episode_and_stores_none_twice(ray_instance, lo
     assert _rows(tmp_path) == _rows(local_run)[:2]
 
 
+@pytest.mark.slow
+def test_a_killed_ray_campaign_resumes_to_the_local_result(local_run, tmp_path):
+    # The driver (which started its own Ray instance) is killed mid-campaign, then resumed.
+    out = tmp_path / "killed"
+    cli = [sys.executable, "-m", "train.cli", "run", "--preset", "tiny", "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        cli + TINY + RAY, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        assert proc.poll() is None, "campaign ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)  # round 0 is recorded: round 1's rollouts are under way
+    proc.wait()
+    assert len(_rows(out)) < 3 if (out / "metrics.jsonl").exists() else True
+
+    resumed = subprocess.run(
+        cli[:4] + ["--resume", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _rows(out) == _rows(local_run)
+    stored = EpisodeStore(out / "episodes").load()
+    assert len({e.episode_id for e in stored}) == len(stored)  # none twice
+    _same_episodes(EpisodeStore(local_run / "episodes").load(), stored)
+
+
 def _observations(episodes):
     images = np.stack([e.frames[3] for e in episodes])
     states = np.stack([e.states[3] for e in episodes])
