@@ -10,6 +10,7 @@ A campaign directory holds everything needed to resume, plot and audit it::
     checkpoints/round_K/   the policy after round K (round 0: the seed policy)
     partial/round_K.json   round K's record before its evaluation (a resume keeps it)
     metrics.jsonl          one record per round: rollout, verify, organize, train and eval metrics
+    evals/round_K.jsonl    round K's held-out outcomes, one line per (task, seed)
     tb/                    the same metrics for TensorBoard
     videos/round_K/        MP4s of evaluation episodes
     success_curve.png      held-out success per round, per task and mean, 95% Wilson intervals
@@ -169,6 +170,7 @@ class Campaign:
                 chunk_episodes=cfg.collect.chunk_episodes,
                 progress=bar.update,
             )
+        self.runlog.write_eval_outcomes(k, episodes)
         for task_id in self.task_ids:
             mine = [e for e in episodes if e.task_id == task_id][: cfg.eval.videos_per_task]
             for e in mine:

@@ -69,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the campaign in --out from its last completed step",
     )
     p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="S",
+        help="run the campaign once per seed S (overriding `seed`), into --out/seed_S, one after "
+        "another; then plot the mean curve with its interval across seeds",
+    )
+    p.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
@@ -92,8 +101,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-dir", default=None, help="write one MP4 per task here")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("plot", help="plot the success curves of one or more campaigns")
-    p.add_argument("run_dirs", nargs="+", help="campaign directories")
+    p = sub.add_parser(
+        "compare",
+        help="paired difference in held-out success between campaigns or rounds (95%% intervals)",
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN[:ROUND]",
+        help="campaign directories, each optionally with a round (default: its last); the first "
+        "is the baseline",
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "export", help="export a campaign's episodes as a dataset other tools read (LeRobot v3.0)"
+    )
+    p.add_argument("run_dir", help="a campaign directory")
+    p.add_argument("--format", default="lerobot", help="the dataset format: lerobot")
+    p.add_argument("--out", required=True, help="a new (or empty) directory to write")
+    p.add_argument(
+        "--verified-only", action="store_true", help="only episodes every verifier passed"
+    )
+    p.add_argument("--tasks", nargs="+", default=None, help="only these tasks (names or ids)")
+    p.add_argument("--rounds", nargs="+", type=int, default=None, help="only these rounds")
+    p.add_argument("--fps", type=int, default=10, help="frames per second written in the dataset")
+
+    p = sub.add_parser(
+        "plot",
+        help="plot the success curves of one or more campaigns (or multi-seed runs: mean and "
+        "95%% interval across seeds)",
+    )
+    p.add_argument("run_dirs", nargs="+", help="campaign directories, or --seeds directories")
     p.add_argument("-o", "--output", required=True, help="PNG file to write")
     return parser
 

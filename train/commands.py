@@ -25,9 +25,6 @@ def _setup_logging() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from train.campaign import Campaign
-    from train.campaign_config import load_campaign_config
-
     _setup_logging()
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
         # argparse gives the first positional to CONFIG: `run --preset tiny rounds=1` has none.
@@ -37,16 +34,31 @@ def run(args: argparse.Namespace) -> int:
         args.preset = "default"
     name = args.preset or (Path(args.config).stem if args.config else "campaign")
     out = Path(args.out or Path("runs") / name)
+    if not args.seeds:
+        _run_campaign(out, args.config, args.preset, args.overrides, resume=args.resume)
+        print(f"campaign directory: {out}  (plot: {out / 'success_curve.png'})")
+        return 0
+    return _run_seeds(args, out)
+
+
+def _run_campaign(
+    out: Path, config: str | None, preset: str | None, overrides: list[str], resume: bool
+) -> None:
+    """Start a campaign in `out`, or (`resume`) continue the one there, checking that a config
+    given again (file, preset or overrides) is the stored one."""
+    from train.campaign import Campaign
+    from train.campaign_config import load_campaign_config
+
     stored = out / "config.toml"
-    if args.resume:
+    if resume:
         if not stored.is_file():
             raise FileNotFoundError(
                 f"cannot resume: {str(stored)!r} not found; is {str(out)!r} a campaign directory?"
             )
-        config = load_campaign_config(stored)
-        if args.config or args.preset or args.overrides:
-            asked = load_campaign_config(args.config, args.preset, args.overrides)
-            if dump_toml(to_dict(asked)) != dump_toml(to_dict(config)):
+        resolved = load_campaign_config(stored)
+        if config or preset or overrides:
+            asked = load_campaign_config(config, preset, overrides)
+            if dump_toml(to_dict(asked)) != dump_toml(to_dict(resolved)):
                 raise ConfigError(
                     f"--resume continues {str(out)!r} with its stored config.toml; the config given now "
                     "differs from it (start a new --out, or resume without a config)"
@@ -56,9 +68,45 @@ def run(args: argparse.Namespace) -> int:
             raise FileExistsError(
                 f"{str(out)!r} already holds a campaign; pass --resume to continue it, or choose another --out"
             )
-        config = load_campaign_config(args.config, args.preset, args.overrides)
-    Campaign(config, out).run()
-    print(f"campaign directory: {out}  (plot: {out / 'success_curve.png'})")
+        resolved = load_campaign_config(config, preset, overrides)
+    Campaign(resolved, out).run()
+
+
+def _run_seeds(args: argparse.Namespace, out: Path) -> int:
+    """One campaign per seed into OUT/seed_S, one after another. `--resume` continues the seeds
+    begun and starts the others (from the given config, else from a begun seed's stored one).
+    Every seed's config is checked before the first campaign starts."""
+    from train.campaign_config import load_campaign_config
+    from train.plots import plot_seeds, seeds_table
+
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds {args.seeds} repeats a seed")
+    if any(o.split("=", 1)[0].strip() == "seed" for o in args.overrides):
+        raise ConfigError("--seeds sets `seed` for each campaign; drop the seed=... override")
+    if not args.resume and out.exists() and any(out.iterdir()):
+        raise FileExistsError(
+            f"{str(out)!r} is not empty; pass --resume to continue its seeds, or choose another --out"
+        )
+    begun = [s for s in args.seeds if (out / f"seed_{s}" / "config.toml").is_file()]
+    given = bool(args.config or args.preset or args.overrides)
+    if args.resume and not begun and not given:
+        raise FileNotFoundError(
+            f"cannot resume: no seed_S campaign in {str(out)!r}; start it with a preset or config"
+        )
+    config, preset = args.config, args.preset
+    if not given:
+        config = str(out / f"seed_{begun[0]}" / "config.toml")
+    plan = []
+    for seed in args.seeds:
+        overrides = [*args.overrides, f"seed={seed}"]
+        load_campaign_config(config, preset, overrides)  # a bad config fails before any run
+        plan.append((out / f"seed_{seed}", overrides, seed in begun))
+    for run_dir, overrides, resume in plan:
+        logging.getLogger("autodidact").info("campaign seed directory %s", run_dir)
+        _run_campaign(run_dir, config, preset, overrides, resume=resume)
+    figure = plot_seeds(out)
+    print(seeds_table(out))
+    print(f"seed directories: {out}/seed_*  (plot: {figure})")
     return 0
 
 
@@ -103,11 +151,25 @@ def eval(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace) -> int:
-    from train.plots import plot_campaign, plot_comparison
+    from train.plots import is_seed_sweep, plot_campaign, plot_comparison, plot_seeds
 
-    if len(args.run_dirs) == 1:
+    if len(args.run_dirs) == 1 and is_seed_sweep(args.run_dirs[0]):
+        out = plot_seeds(args.run_dirs[0], args.output)
+    elif len(args.run_dirs) == 1:
         out = plot_campaign(args.run_dirs[0], args.output)
     else:
         out = plot_comparison(args.run_dirs, args.output)
     print(out)
     return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    from train.compare import compare
+
+    return compare(args)
+
+
+def export(args: argparse.Namespace) -> int:
+    from train.export import export
+
+    return export(args)

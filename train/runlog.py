@@ -83,6 +83,33 @@ class RunLog:
             Verdict(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()
         ]
 
+    def write_eval_outcomes(self, k: int, episodes: list) -> None:
+        """Round k's held-out episodes, one line each (task, seed, success, length): what a paired
+        comparison of two rounds or campaigns (`train.compare`) pairs seed by seed."""
+        lines = "".join(
+            json.dumps(
+                {
+                    "task_id": e.task_id,
+                    "env_seed": e.env_seed,
+                    "is_success": bool(e.is_success),
+                    "length": e.length,
+                }
+            )
+            + "\n"
+            for e in episodes
+        )
+        atomic_write_text(self.out / "evals" / f"round_{k}.jsonl", lines)
+
+    def read_eval_outcomes(self, k: int) -> list[dict[str, Any]]:
+        path = self.out / "evals" / f"round_{k}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} not found: round {k} of {str(self.out)!r} has no stored held-out "
+                "outcomes (campaigns record them from this version on; evaluate its checkpoint "
+                "with `autodidact eval` instead)"
+            )
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
     def summary_table(self, task_ids: list[str]) -> str:
         """Markdown: per task (and pooled), seed-policy success -> final success with 95% intervals,
         then one sentence on the mean: what rose (or fell) by how much, and whether the two

@@ -1,0 +1,134 @@
+"""`autodidact compare`: the difference in held-out success between campaigns, or rounds of one,
+paired seed by seed.
+
+Every campaign evaluates on the same held-out seeds (`train.evaluate.EVAL_SEED_BASE` + i), and
+records each round's outcomes in `evals/round_K.jsonl`; so two policies' outcomes pair up by
+(task, seed), and their difference is measured far more tightly than by two independent rates.
+Each side is `RUN_DIR` (its last evaluated round) or `RUN_DIR:K`. The first side is the baseline;
+every other side is compared with it, per task and pooled over tasks: B - A with a 95% paired
+bootstrap interval and the exact McNemar p-value (significant when p < 0.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from train.evaluate import task_name
+from train.runlog import RunLog
+from train.stats import paired_difference
+
+
+@dataclass
+class Side:
+    """One policy's held-out outcomes: (task id, seed) -> success."""
+
+    run_dir: Path
+    round: int
+    outcomes: dict[tuple[str, int], bool]
+
+    @property
+    def label(self) -> str:
+        return f"{self.run_dir}:{self.round}"
+
+
+def load_side(spec: str) -> Side:
+    """`RUN_DIR` or `RUN_DIR:K` (K a round number, or `last`)."""
+    path, round_ = Path(spec), "last"
+    if not path.is_dir() and ":" in spec:
+        head, _, tail = spec.rpartition(":")
+        path, round_ = Path(head), tail
+    if not (path / "metrics.jsonl").is_file() or not (path / "config.toml").is_file():
+        raise ValueError(
+            f"{spec!r} is not a campaign directory (expected config.toml and metrics.jsonl in "
+            f"{str(path)!r}); give RUN_DIR or RUN_DIR:ROUND"
+        )
+    runlog = RunLog(path)
+    evaluated = [row["round"] for row in runlog.rows() if "eval/success_rate" in row]
+    if round_ == "last":
+        if not evaluated:
+            raise ValueError(f"{str(path)!r} has no evaluated round yet")
+        k = max(evaluated)
+    elif round_.isdigit() and int(round_) in evaluated:
+        k = int(round_)
+    else:
+        raise ValueError(
+            f"round {round_!r} of {str(path)!r} is not an evaluated round; expected one of "
+            f"{evaluated} or 'last'"
+        )
+    outcomes = {
+        (o["task_id"], int(o["env_seed"])): bool(o["is_success"])
+        for o in runlog.read_eval_outcomes(k)
+    }
+    return Side(path, k, outcomes)
+
+
+def compare_sides(a: Side, b: Side) -> dict[str, Any]:
+    """B - A per task and pooled (tasks both sides evaluated; seeds both evaluated)."""
+    tasks = sorted({t for t, _ in a.outcomes} & {t for t, _ in b.outcomes})
+    if not tasks:
+        raise ValueError(f"{a.label} and {b.label} share no evaluated task: nothing to pair")
+    per_task, strata, notes = {}, [], []
+    for task in tasks:
+        seeds_a = {s for t, s in a.outcomes if t == task}
+        seeds_b = {s for t, s in b.outcomes if t == task}
+        seeds = sorted(seeds_a & seeds_b)
+        if seeds_a != seeds_b:
+            notes.append(
+                f"{task_name(task)}: {len(seeds_a)} and {len(seeds_b)} held-out seeds; "
+                f"paired on the {len(seeds)} both have"
+            )
+        if not seeds:
+            continue
+        pair = ([a.outcomes[task, s] for s in seeds], [b.outcomes[task, s] for s in seeds])
+        strata.append(pair)
+        per_task[task_name(task)] = paired_difference([pair])
+    return {
+        "a": a.label,
+        "b": b.label,
+        "tasks": per_task,
+        "mean": paired_difference(strata),
+        "notes": notes,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"A = {result['a']}   B = {result['b']}",
+        f"{'task':<22} {'n':>4} {'A':>6} {'B':>6} {'B - A':>7}  {'95% paired interval':<20}"
+        f" {'McNemar p':>9}  significant",
+    ]
+    rows = [*result["tasks"].items(), ("mean", result["mean"])]
+    for name, r in rows:
+        interval = f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+        lines.append(
+            f"{name:<22} {r['n']:>4} {100 * r['rate_a']:>5.1f}% {100 * r['rate_b']:>5.1f}% "
+            f"{100 * r['difference']:>+6.1f}  {interval:<20} {r['p_value']:>9.3g}  "
+            f"{'yes' if r['significant'] else 'no'}"
+        )
+    lines += [f"note: {note}" for note in result["notes"]]
+    return "\n".join(lines)
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The CLI: every side after the first against the first."""
+    if len(args.runs) < 2:
+        raise ValueError("compare needs at least two sides: RUN_A[:ROUND] RUN_B[:ROUND] ...")
+    sides = [load_side(spec) for spec in args.runs]
+    results = [compare_sides(sides[0], side) for side in sides[1:]]
+    if args.json:
+        print(json.dumps({"baseline": sides[0].label, "comparisons": results}, indent=2))
+        return 0
+    print(
+        "points of held-out success; interval: paired bootstrap over seeds (10,000 resamples); "
+        "p: exact McNemar"
+    )
+    for result in results:
+        print()
+        print(format_table(result))
+    sys.stdout.flush()
+    return 0
