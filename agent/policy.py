@@ -364,8 +364,41 @@ class Policy:
         with lora.disabled(self.model):
             yield self
 
+    @property
+    def has_lora(self) -> bool:
+        """Whether the model carries LoRA adapters (peft)."""
+        return lora.base_model(self.model) is not self.model
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    # ----------------------------------------------------------------- weights and modes
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Every weight by name (adapters included, as `lora_` entries), as the model holds them."""
+        return self.model.state_dict()
+
+    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Overwrite the named weights (a subset is fine, e.g. the adapters); unknown names are
+        an error."""
+        unknown = set(tensors) - set(self.model.state_dict())
+        if unknown:
+            raise KeyError(f"no such weights in the policy: {sorted(unknown)[:3]}")
+        with torch.no_grad():
+            self.model.load_state_dict(tensors, strict=False)
+
+    def weights_fingerprint(self) -> tuple:
+        """Changes whenever a weight is modified in place or replaced (cheap: no hashing)."""
+        return weights_fingerprint(self.model)
+
+    @contextlib.contextmanager
+    def mode(self, training: bool):
+        """Train (dropout on) or eval mode inside the block; the previous mode after it."""
+        was_training = self.model.training
+        self.model.train(training)
+        try:
+            yield self
+        finally:
+            self.model.train(was_training)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.backbone.parameters())

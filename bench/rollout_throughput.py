@@ -1,7 +1,7 @@
 """Rollout throughput: env-steps/s of campaign collection against a naive loop and the compute bound.
 
 In one run, for each policy given (built-in presets, fresh weights), on one task:
-- `campaign`: `train.collect.collect_episodes` as a campaign round runs it: N env slots in a
+- `campaign`: `train.collect.episodes.collect_episodes` as a campaign round runs it: N env slots in a
   gymnasium vector env (made and warmed up before timing, as a campaign keeps one per run), the
   policy acting on all of them as one batch (fast prompt path, KV-cached decoding of the 4 action
   tokens, instruction prefix reused within an episode), sampled.
@@ -16,7 +16,7 @@ speed-up is against the faster naive loop. The compute bound is the float32 one 
 measured in float32). Wall-clock seconds; run it on an idle machine.
 
 With `--ray-workers 1 2` it instead compares where collection runs, in one run, on the same
-chunks of jobs (`train.rollout_workers`): the local collector at one torch thread and at the
+chunks of jobs (`train.collect.workers`): the local collector at one torch thread and at the
 process's automatic count, then the Ray backend with each number of workers (a local Ray
 instance, one CPU per worker, every worker with its own vector env of `--num-envs` slots). Each
 is warmed up (envs made, weights held) before timing; the weight broadcast (bytes, seconds) and
@@ -44,9 +44,9 @@ from agent import Policy
 from agent.action_tokens import bins_to_actions
 from agent.families import processor_inputs
 from agent.prompt import prompt_text
-from train.campaign_config import ROLLOUT_DTYPES
-from train.collect import Job, collect_episodes, make_vector_env
-from train.rollout_workers import LocalCollector, RayCollector, make_chunks
+from train.campaign.config import ROLLOUT_DTYPES
+from train.collect.episodes import Job, collect_episodes, make_vector_env
+from train.collect.workers import LocalCollector, RayCollector, make_chunks
 
 
 def campaign_steps_per_s(

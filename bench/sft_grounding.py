@@ -1,10 +1,10 @@
 """SFT on scripted-expert demonstrations: does the policy learn to use the image and the instruction,
 and does it act well?
 
-For each recipe (batch size x optimizer steps), a fresh policy is trained with `train.sft.sft_update`
+For each recipe (batch size x optimizer steps), a fresh policy is trained with `train.updates.sft.sft_update`
 on the demonstrations of one task (or of several: one multi-task policy), then measured on
 demonstrations of other seeds
-(`train.diagnostics.input_reliance`: action cross-entropy with true vs shuffled frames and
+(`train.results.diagnostics.input_reliance`: action cross-entropy with true vs shuffled frames and
 instructions; how often the greedy action moves the expert's way, per axis, on all steps and on
 first steps) and by greedy success on the held-out evaluation seeds (per task, 95% Wilson
 intervals), beside a uniformly random policy on the same seeds.
@@ -24,12 +24,12 @@ import torch
 
 import envs
 from agent.policy import Policy
-from train.batching import chunks, episode_steps
-from train.collect import Job, all_goal_jobs, collect_episodes
-from train.diagnostics import input_reliance
-from train.evaluate import evaluate, task_name
-from train.optim import SFTConfig
-from train.sft import sft_update
+from train.collect.episodes import Job, all_goal_jobs, collect_episodes
+from train.results.diagnostics import input_reliance
+from train.results.evaluate import evaluate, task_name
+from train.updates.batching import chunks, episode_steps
+from train.updates.config import SFTConfig
+from train.updates.sft import sft_update
 
 VALIDATION_SEED_BASE = 500_000
 """Demonstrations for the image-reliance measurement: seeds disjoint from training and evaluation."""

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from agent.policy import Policy
-from train.optim import Optimization, SFTConfig
+from train.updates.config import SFTConfig
+from train.updates.optim import Optimization
 
 INSTRUCTION = "touch the red ball"
 BACKGROUND = 205

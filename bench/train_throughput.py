@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from agent.policy import Policy
-from train.datasets import DPOPair, RLGroup
-from train.dpo import dpo_update
-from train.optim import DPOConfig, RLConfig, SFTConfig
-from train.rl import rl_update
-from train.sft import sft_update
+from train.organize.datasets import DPOPair, RLGroup
+from train.updates.config import DPOConfig, RLConfig, SFTConfig
+from train.updates.dpo import dpo_update
+from train.updates.rl import rl_update
+from train.updates.sft import sft_update
 from verifiers.episode import Episode
 
 INSTRUCTION = "touch the red ball"
@@ -140,7 +140,7 @@ def run_preset(name: str, args) -> list[dict]:
         # the machine's load drifts: bracket each update with matmul measurements, best of both,
         # and keep the best of `--repeats` runs of the update
         peak = matmul_flops_per_s(device, dtype, args.matmul_size)
-        rate = max(update()["train/samples_per_s"] for _ in range(args.repeats))
+        rate = max(update()[f"train/{kind}_samples_per_s"] for _ in range(args.repeats))
         peak = max(peak, matmul_flops_per_s(device, dtype, args.matmul_size))
         flops_per_sample = fwd * passes / 2
         bound = peak / flops_per_sample

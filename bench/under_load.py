@@ -25,9 +25,9 @@ CHILD = r"""
 import json, sys, time
 from agent import Policy
 from agent.runtime import adapt_threads
-from train.collect import Job, collect_episodes, make_vector_env
-from train.optim import SFTConfig
-from train.sft import sft_update
+from train.collect.episodes import Job, collect_episodes, make_vector_env
+from train.updates.config import SFTConfig
+from train.updates.sft import sft_update
 episodes, num_envs, sft_steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 task = "autodidact/ReachBall-v0"
 policy = Policy.from_preset("tiny_vision", seed=0)
@@ -45,7 +45,7 @@ config = SFTConfig(lr=1e-3, batch_size=32, epochs=1000, max_steps=sft_steps, see
 metrics = sft_update(policy, demos, config)
 print(json.dumps({"threads": [threads_start, threads_collect, adapt_threads()],
     "env_steps_per_s": sum(e.length for e in collected) / collect_s,
-    "sft_samples_per_s": metrics["train/samples_per_s"]}))
+    "sft_samples_per_s": metrics["train/sft_samples_per_s"]}))
 """
 
 BUSY = "while True: pass"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.batching import shift_images
-from train.optim import SFTConfig
+from train.updates.batching import shift_images
+from train.updates.config import SFTConfig
 
 
 def test_shift_translates_the_whole_image():

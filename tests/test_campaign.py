@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -13,9 +14,9 @@ import pytest
 import torch
 
 from agent import Policy
-from train.campaign import Campaign
-from train.campaign_config import load_campaign_config
-from train.store import EpisodeStore
+from train.campaign.config import load_campaign_config
+from train.campaign.loop import Campaign
+from train.collect.store import EpisodeStore
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 CLI = [sys.executable, "-m", "train.cli"]
@@ -41,9 +42,50 @@ def _rows(run: Path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("campaign") / "tiny"
+    start = time.monotonic()
     proc = _run(["run", "--preset", "tiny", "--out", str(out)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    TINY_SECONDS.append(time.monotonic() - start)
     return out, proc.stdout
+
+
+TINY_SECONDS: list[float] = []
+"""How long the uninterrupted tiny campaign took here (the window kill moments are drawn from)."""
+
+
+def kill_at_a_random_moment(args: list[str], seed: int, window_s: float) -> tuple[float, bool]:
+    """Run the CLI with `args` and SIGKILL it at a moment drawn uniformly from (0.5 s, window_s)
+    by `seed`; returns the moment and whether the process was still running then."""
+    moment = random.Random(seed).uniform(0.5, window_s)
+    proc = subprocess.Popen(
+        CLI + args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        proc.wait(timeout=moment)
+        return moment, False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return moment, True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("draw", [1, 2, 3])
+def test_a_campaign_killed_at_a_drawn_moment_resumes_to_the_same_result(tiny_run, tmp_path, draw):
+    reference, _ = tiny_run
+    out = tmp_path / "killed"
+    moment, killed = kill_at_a_random_moment(
+        ["run", "--preset", "tiny", "--out", str(out)], seed=draw, window_s=0.9 * TINY_SECONDS[0]
+    )
+    # Killed before its config was written, a campaign is simply started again.
+    again = ["run", "--resume", "--out", str(out)]
+    if not (out / "config.toml").is_file():
+        again = ["run", "--preset", "tiny", "--out", str(out)]
+    resumed = _run(again)
+    assert resumed.returncode == 0, (moment, killed, resumed.stderr[-3000:])
+    assert _comparable(_rows(out)) == _comparable(_rows(reference)), (moment, killed)
+    a, b = EpisodeStore(reference / "episodes").load(), EpisodeStore(out / "episodes").load()
+    assert sorted(e.episode_id for e in a) == sorted(e.episode_id for e in b)
 
 
 @pytest.mark.slow
@@ -104,7 +146,7 @@ def test_killed_campaign_resumes_to_the_same_result(tiny_run, tmp_path):
     resumed = _run(["run", "--resume", "--out", str(out)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _comparable(_rows(out)) == _comparable(_rows(reference))
-    from train.store import EpisodeStore
+    from train.collect.store import EpisodeStore
 
     a, b = EpisodeStore(reference / "episodes").load(), EpisodeStore(out / "episodes").load()
     assert sorted(e.episode_id for e in a) == sorted(

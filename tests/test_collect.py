@@ -5,7 +5,7 @@ import pytest
 
 import envs
 from agent import Policy
-from train.collect import Job, all_goal_jobs, collect_episodes, make_vector_env
+from train.collect.episodes import Job, all_goal_jobs, collect_episodes, make_vector_env
 
 REACH = envs.resolve("reach")
 

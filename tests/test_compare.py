@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from train.campaign_config import load_campaign_config
-from train.plots import seeds_curve
-from train.stats import mcnemar_exact_p, paired_difference, t_interval
+from train.campaign.config import load_campaign_config
+from train.results.plots import seeds_curve
+from train.results.stats import mcnemar_exact_p, paired_difference, t_interval
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 CLI = [sys.executable, "-m", "train.cli"]

@@ -1,9 +1,19 @@
 """Typed config loading: presets, strict keys and types, overrides, TOML round trip."""
 
+import subprocess
+import sys
+
 import pytest
 
-from train.campaign_config import CampaignConfig, load_campaign_config, preset_names
-from train.config import ConfigError, apply_overrides, dump_toml, from_dict, load_toml, to_dict
+from train.campaign.config import CampaignConfig, load_campaign_config, preset_names
+from train.campaign.typed_config import (
+    ConfigError,
+    apply_overrides,
+    dump_toml,
+    from_dict,
+    load_toml,
+    to_dict,
+)
 
 
 def test_every_shipped_preset_loads():
@@ -71,3 +81,58 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     assert again == config
     assert again.rounds == 5 and again.optimize.rl.kl_coef == 0.05
     assert isinstance(again.optimize.sft.betas, tuple)
+
+
+def test_an_update_seed_that_would_be_ignored_is_refused():
+    # A campaign seeds every update from its own `seed`; a section's seed would do nothing.
+    with pytest.raises(ValueError, match=r"optimize\.sft\.seed=7 would have no effect"):
+        load_campaign_config(preset="tiny", overrides=["optimize.sft.seed=7"])
+    with pytest.raises(ValueError, match=r"demos\.sft\.seed=3 would have no effect"):
+        load_campaign_config(preset="tiny", overrides=["demos.sft.seed=3"])
+    config = load_campaign_config(preset="tiny", overrides=["seed=7"])
+    assert (config.update_seed(0), config.update_seed(2)) == (7, 7002)
+    assert (config.organize_seed(2), config.collect_seed(2, 1)) == (9, 7 * 1_000_003 + 2019)
+
+
+def test_rl_temperature_must_be_the_rollout_temperature():
+    with pytest.raises(
+        ValueError, match=r"optimize\.rl\.temperature=1\.0 differs from collect\.temperature=0\.7"
+    ):
+        load_campaign_config(preset="tiny", overrides=["collect.temperature=0.7"])
+    same = ["collect.temperature=0.7", "optimize.rl.temperature=0.7"]
+    assert load_campaign_config(preset="tiny", overrides=same).optimize.rl.temperature == 0.7
+    # Without RL in the sequence, nothing reads RL's temperature.
+    load_campaign_config(
+        preset="tiny", overrides=["collect.temperature=0.7", 'optimize.sequence=["sft"]']
+    )
+
+
+def test_a_config_loads_quickly_without_torch():
+    code = (
+        "import sys, time; t = time.perf_counter(); "
+        "from train.campaign.config import load_campaign_config; "
+        "load_campaign_config(preset='full'); "
+        "print(time.perf_counter() - t, 'torch' in sys.modules, 'peft' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seconds, torch_loaded, peft_loaded = out.stdout.split()
+    assert (torch_loaded, peft_loaded) == ("False", "False")
+    assert float(seconds) < 1.0
+
+
+def test_learned_verifiers_can_be_named(tmp_path):
+    from verifiers.classifier import SuccessClassifier
+    from verifiers.registry import build_verifiers
+
+    missing = f"classifier:{tmp_path / 'none'}"
+    with pytest.raises(ValueError, match="holds no saved SuccessClassifier"):
+        load_campaign_config(preset="tiny", overrides=[f'verify.verifiers=["{missing}"]'])
+    SuccessClassifier().save(tmp_path / "clf")
+    name = f"classifier:{tmp_path / 'clf'}"
+    config = load_campaign_config(
+        preset="tiny", overrides=[f'verify.verifiers=["rules", "{name}"]']
+    )
+    built = build_verifiers(config.verify.verifiers)
+    assert isinstance(built[-1], SuccessClassifier) and len(built) > 2
+    with pytest.raises(ValueError, match="unknown verifier 'oracle'"):
+        load_campaign_config(preset="tiny", overrides=['verify.verifiers=["oracle"]'])

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from episodes_helper import episodes
 
-from train.datasets import DPOPair, RLGroup, build_dpo_pairs, build_rl_groups, build_sft_set
+from train.organize.datasets import (
+    DPOPair,
+    RLGroup,
+    build_dpo_pairs,
+    build_rl_groups,
+    build_sft_set,
+)
 from verifiers import AllOf, ContactForceRule, EnvironmentVerifier, relabel
 
 SEEDS = (0, 1, 2, 3)

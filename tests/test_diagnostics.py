@@ -1,4 +1,4 @@
-"""train.diagnostics.input_reliance: the action cross-entropy gained by seeing each step's own image
+"""train.results.diagnostics.input_reliance: the action cross-entropy gained by seeing each step's own image
 and instruction."""
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from agent import Policy
-from train.batching import StepSet
-from train.diagnostics import input_reliance
+from train.results.diagnostics import input_reliance
+from train.updates.batching import StepSet
 
 
 def _steps(n: int = 8) -> StepSet:

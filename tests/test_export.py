@@ -1,5 +1,5 @@
-"""`train.export`: a campaign exported as a LeRobotDataset v3.0, read back by a reader written from
-the format alone (nothing imported from train.export), compared with the episode store."""
+"""`train.results.export`: a campaign exported as a LeRobotDataset v3.0, read back by a reader written from
+the format alone (nothing imported from train.results.export), compared with the episode store."""
 
 import argparse
 import json
@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from train.campaign import Campaign
-from train.campaign_config import load_campaign_config
-from train.export import export, export_lerobot
-from train.store import EpisodeStore
+from train.campaign.config import load_campaign_config
+from train.campaign.loop import Campaign
+from train.collect.store import EpisodeStore
+from train.results.export import export, export_lerobot
 
 FPS = 10
 
@@ -237,9 +237,9 @@ def test_filters_select_the_matching_episodes(campaign, tmp_path, kwargs):
 def test_files_roll_over_at_the_size_limits(campaign, tmp_path, monkeypatch, exported):
     """Tiny limits put the episodes in many data and video files over several chunks; the reader
     finds them all."""
-    monkeypatch.setattr("train.export.DATA_FILES_SIZE_IN_MB", 0.002)
-    monkeypatch.setattr("train.export.VIDEO_FILES_SIZE_IN_MB", 0.5)
-    monkeypatch.setattr("train.export.CHUNKS_SIZE", 3)
+    monkeypatch.setattr("train.results.export.DATA_FILES_SIZE_IN_MB", 0.002)
+    monkeypatch.setattr("train.results.export.VIDEO_FILES_SIZE_IN_MB", 0.5)
+    monkeypatch.setattr("train.results.export.CHUNKS_SIZE", 3)
     export_lerobot(campaign, tmp_path / "out", fps=FPS)
     dataset = read_lerobot(tmp_path / "out")
     data_files, video_files = dataset["files"]

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.losses import dpo_loss, group_advantages, grpo_loss, kl_k3, sft_loss
-from train.optim import OptimConfig, RLConfig, lr_factor, num_optimizer_steps
+from train.updates.config import OptimConfig, RLConfig
+from train.updates.losses import dpo_loss, group_advantages, grpo_loss, kl_k3, sft_loss
+from train.updates.optim import lr_factor, num_optimizer_steps
 
 
 def test_sft_loss_is_mean_negative_logprob_over_unmasked_tokens():

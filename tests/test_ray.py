@@ -17,10 +17,11 @@ import torch
 
 import envs
 from agent import Policy
-from train.campaign import Campaign
-from train.campaign_config import load_campaign_config
-from train.collect import Job
-from train.rollout_workers import (
+from train.campaign.config import load_campaign_config
+from train.campaign.loop import Campaign
+from train.collect.episodes import Job
+from train.collect.store import EpisodeStore
+from train.collect.workers import (
     LocalCollector,
     RayCollector,
     RayConnectError,
@@ -29,7 +30,6 @@ from train.rollout_workers import (
     make_chunks,
     worker_env,
 )
-from train.store import EpisodeStore
 
 REACH = envs.resolve("reach")
 # The tiny preset, smaller evaluation: every stage (demos, collect, verify, SFT, RL, DPO, eval).

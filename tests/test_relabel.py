@@ -9,7 +9,7 @@ import pytest
 from episodes_helper import episodes
 
 import envs
-from train.datasets import build_sft_set
+from train.organize.datasets import build_sft_set
 from verifiers import EnvironmentVerifier, relabel
 
 

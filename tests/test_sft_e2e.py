@@ -16,10 +16,10 @@ import torch
 import envs
 from agent.action_tokens import actions_to_bins
 from agent.policy import Policy
-from train.collect import Job, collect_episodes
-from train.evaluate import evaluate
-from train.optim import SFTConfig
-from train.sft import sft_update
+from train.collect.episodes import Job, collect_episodes
+from train.results.evaluate import evaluate
+from train.updates.config import SFTConfig
+from train.updates.sft import sft_update
 
 TASK = "autodidact/ReachBall-v0"
 PRESET = "tiny_vision"
@@ -77,7 +77,7 @@ def outcome():
         f"SFT {trained[TASK].success_rate:.2f} vs random {random[TASK].success_rate:.2f} on "
         f"{EVAL_EPISODES} held-out seeds; first x towards the named ball in {probe[0]}/{probe[1]} "
         f"pairs (untrained {untrained[0]}/{untrained[1]}); final loss "
-        f"{metrics['train/sft_loss']:.3f}, {metrics['train/samples_per_s']:.1f} samples/s"
+        f"{metrics['train/sft_loss']:.3f}, {metrics['train/sft_samples_per_s']:.1f} samples/s"
     )
     return trained[TASK], random[TASK], metrics, probe, untrained
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from episodes_helper import episodes
 
-from train.store import EpisodeStore, StoreError
+from train.collect.store import EpisodeStore, StoreError
 from verifiers.episode import Episode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ WRITER = textwrap.dedent(
     import os, sys, time
     sys.path.insert(0, {tests!r})
     from test_store import synthetic_episode
-    from train.store import EpisodeStore
+    from train.collect.store import EpisodeStore
 
     store = EpisodeStore({directory!r})
     hang_in_replace = {hang!r}

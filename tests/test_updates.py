@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import envs
-from agent.action_tokens import actions_to_bins, bins_to_actions
 from agent.policy import Policy
-from train.batching import episode_steps, step_logprobs
-from train.datasets import DPOPair, RLGroup
-from train.dpo import backward_pairs, dpo_objective, dpo_update, pair_steps
-from train.optim import DPOConfig, RLConfig, SFTConfig
-from train.rl import rl_objective, rl_update
-from train.sft import sft_objective, sft_update
+from train.collect.episodes import Job, collect_episodes
+from train.organize.datasets import DPOPair, RLGroup
+from train.updates.batching import episode_steps, step_logprobs
+from train.updates.config import DPOConfig, RLConfig, SFTConfig
+from train.updates.dpo import backward_pairs, dpo_objective, dpo_update, pair_steps
+from train.updates.rl import rl_objective, rl_update
+from train.updates.sft import sft_objective, sft_update
 from verifiers.episode import Episode
 
 TASK = "reach"
@@ -23,42 +23,16 @@ SEEDS = (0, 1, 2)
 MAX_STEPS = 10
 
 
-def rollout(seed: int, actor, policy: Policy | None = None, generator=None) -> Episode:
-    """One episode of `actor` ("expert", "random" or "policy": sampled at temperature 1)."""
-    env = envs.make(TASK, max_episode_steps=MAX_STEPS)
-    obs, _ = env.reset(seed=seed)
-    frames, states, bins, logprobs, rewards = [obs["image"]], [obs["state"]], [], [], []
-    rng = np.random.default_rng(seed)
-    done, info, terminated = False, {}, False
-    while not done:
-        if actor == "expert":
-            b, lp = actions_to_bins(env.unwrapped.expert_action()), np.full(4, np.nan)
-        elif actor == "random":
-            b, lp = rng.integers(0, 256, 4), np.full(4, np.nan)
-        else:
-            out = policy.act(
-                obs["image"][None], [obs["instruction"]], obs["state"][None], greedy=False,
-                generator=generator,
-            )  # fmt: skip
-            b, lp = out.bins[0], out.logprobs[0]
-        obs, reward, terminated, truncated, info = env.step(bins_to_actions(b))
-        done = terminated or truncated
-        frames.append(obs["image"])
-        states.append(obs["state"])
-        bins.append(b)
-        logprobs.append(lp)
-        rewards.append(reward)
-    env.close()
-    action_bins = np.array(bins, dtype=np.int64)
-    return Episode(
-        task_id=envs.resolve(TASK), env_seed=seed, instruction=obs["instruction"],
-        actions=bins_to_actions(action_bins), action_bins=action_bins,
-        logprobs=np.array(logprobs, dtype=np.float32), rewards=np.array(rewards, dtype=np.float32),
-        is_success=bool(info["is_success"]), truncated=not terminated,
-        states=np.array(states, dtype=np.float32), frames=np.array(frames, dtype=np.uint8),
-        policy_id=actor if isinstance(actor, str) and actor != "policy" else "tiny-seed0",
-        episode_id=f"{actor}/s{seed}",
-    )  # fmt: skip
+def rollout(seed: int, actor, policy: Policy | None = None) -> Episode:
+    """One episode of `actor` ("expert", "random" or "policy": sampled at temperature 1),
+    recorded by the campaign's collector."""
+    (episode,) = collect_episodes(
+        [Job(envs.resolve(TASK), seed, actor)],
+        policy if actor == "policy" else actor,
+        seed=seed,
+        max_episode_steps=MAX_STEPS,
+    )
+    return episode
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +54,9 @@ def rl_groups(demos) -> list[RLGroup]:
     """Per seed: an episode sampled by a fresh tiny policy (recorded log-probs; a failure) and the
     expert's success scored under that policy, as if it had sampled it."""
     policy = Policy.from_preset("tiny", seed=0)
-    generator = torch.Generator().manual_seed(0)
     groups = []
     for demo in demos:
-        sampled = rollout(demo.env_seed, "policy", policy, generator)
+        sampled = rollout(demo.env_seed, "policy", policy)
         success = copy.copy(demo)
         success.logprobs = step_logprobs(policy, episode_steps([demo])).numpy()
         members = [success, sampled]
@@ -136,8 +109,8 @@ def test_sft_update_moves_weights_and_lowers_its_loss(demos, lora):
     after_loss = sft_objective(policy, demos)
     assert after_loss < before_loss - 0.5, (before_loss, after_loss)
     assert metrics["train/sft_loss"] < metrics["train/sft_loss_first_epoch"]
-    assert metrics["train/samples"] == 3 * sum(e.length for e in demos)
-    assert {"train/grad_norm", "train/lr", "train/samples_per_s"} <= metrics.keys()
+    assert metrics["train/sft_samples"] == 3 * sum(e.length for e in demos)
+    assert {"train/sft_grad_norm", "train/sft_lr", "train/sft_samples_per_s"} <= metrics.keys()
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -224,7 +197,7 @@ def test_accumulation_and_chunking_equal_the_larger_batch(demos):
             lr=1e-3, batch_size=batch_size, grad_accum_steps=accum, forward_chunk=chunk,
             max_steps=1, max_grad_norm=None,
         )  # fmt: skip
-        norms.append(sft_update(policy, data, config)["train/grad_norm"])
+        norms.append(sft_update(policy, data, config)["train/sft_grad_norm"])
         results.append(snapshot(policy))
     assert norms[0] == pytest.approx(norms[1], rel=1e-5)
     # Adam's first step is lr * sign(g) except where |g| ~ eps; allow rounding there

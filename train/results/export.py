@@ -58,8 +58,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import envs
-from train.runlog import RunLog
-from train.store import EpisodeStore
+from train.campaign.runlog import RunLog
+from train.collect.store import EpisodeStore
 from verifiers.episode import Episode
 
 FORMATS = ("lerobot",)
@@ -179,7 +179,7 @@ def _verdicts(runlog: RunLog, rounds: list[int]) -> dict[str, dict[str, bool | N
 
 
 def _verified(verdicts: dict[str, bool | None]) -> bool | None:
-    """Every verdict with an opinion passed and one did (`train.datasets.passed_episodes`);
+    """Every verdict with an opinion passed and one did (`train.organize.datasets.passed_episodes`);
     None without verdicts."""
     if not verdicts:
         return None

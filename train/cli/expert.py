@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 import envs
-from agent.action_tokens import actions_to_bins, bins_to_actions
 
 VIDEO_SCALE = 4
 """Nearest-neighbour upscaling of the 64x64 frames so the video is watchable."""
@@ -74,54 +73,33 @@ def import_task_modules(modules: list[str] | None) -> None:
             ) from err
 
 
-def quantize(action: np.ndarray) -> np.ndarray:
-    """The action as the policy would emit it: snapped to its 256-bin centre."""
-    return bins_to_actions(actions_to_bins(action))
-
-
 def run_expert(
     task: str, episodes: int, seed: int = 0, video: str | Path | None = None
 ) -> ExpertReport:
-    """Run the scripted expert for `episodes` episodes (seeds seed, seed+1, ...)."""
+    """Run the scripted expert for `episodes` episodes (seeds seed, seed+1, ...), recorded by the
+    campaign's collector (actions quantized to action bins, as a perfect imitator would act)."""
+    from train.collect.episodes import Job, collect_episodes
+    from train.results.evaluate import write_video
+
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     task_id = envs.resolve(task)
-    env = envs.make(task_id)
-    successes, lengths, frames = [], [], []
-    for i in range(episodes):
-        obs, info = env.reset(seed=seed + i)
-        if i == 0:
-            frames.append(obs["image"])
-        done, steps = False, 0
-        while not done:
-            action = quantize(env.unwrapped.expert_action())
-            obs, _, terminated, truncated, info = env.step(action)
-            done, steps = terminated or truncated, steps + 1
-            if i == 0:
-                frames.append(obs["image"])
-        successes.append(bool(info["is_success"]))
-        lengths.append(steps)
-    env.close()
+    jobs = [Job(task_id, seed + i, "expert") for i in range(episodes)]
+    recorded = collect_episodes(jobs, "expert", num_envs=min(8, episodes))
     if video is not None:
-        write_video(video, frames, fps=env.metadata.get("render_fps", 10))
+        write_video(
+            recorded[0],
+            video,
+            scale=VIDEO_SCALE,
+            fps=envs.load_task(task_id).metadata.get("render_fps", 10),
+        )
     return ExpertReport(
         task=task_id,
         episodes=episodes,
-        success_rate=float(np.mean(successes)),
-        mean_length=float(np.mean(lengths)),
+        success_rate=float(np.mean([e.is_success for e in recorded])),
+        mean_length=float(np.mean([e.length for e in recorded])),
         seed=seed,
     )
-
-
-def write_video(path: str | Path, frames: list[np.ndarray], fps: int) -> None:
-    """Write frames (uint8 [H, W, 3]) to an MP4, upscaled `VIDEO_SCALE` times."""
-    import imageio.v2 as imageio
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    scale = np.ones((VIDEO_SCALE, VIDEO_SCALE, 1), np.uint8)
-    with imageio.get_writer(str(path), fps=fps, macro_block_size=1) as writer:
-        for frame in frames:
-            writer.append_data(np.kron(frame, scale))
 
 
 def main(args: argparse.Namespace) -> int:

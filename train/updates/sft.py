@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from train.batching import (
+from train.updates.batching import (
     chunks,
     episode_steps,
     forward_logprobs,
@@ -19,10 +19,10 @@ from train.batching import (
     shift_images,
     step_logprobs,
 )
-from train.losses import sft_loss
-from train.optim import (
+from train.updates.config import SFTConfig
+from train.updates.losses import sft_loss
+from train.updates.optim import (
     Optimization,
-    SFTConfig,
     num_optimizer_steps,
     trainable_parameters,
     training_mode,
@@ -36,13 +36,13 @@ def sft_update(
     """Train `policy` in place to imitate the action tokens of `episodes` (frames loaded).
 
     Returns `train/sft_loss` (mean over the last epoch), `train/sft_loss_first_epoch`,
-    `train/grad_norm`, `train/lr`, `train/optimizer_steps`, `train/samples` (steps trained on,
-    epochs included) and `train/samples_per_s`.
+    `train/sft_grad_norm`, `train/sft_lr`, `train/sft_optimizer_steps`, `train/sft_samples` (steps
+    trained on, epochs included) and `train/sft_samples_per_s`.
     """
     config = config or SFTConfig()
     steps = episode_steps(episodes)
     params = trainable_parameters(policy, config)
-    opt = Optimization(params, config, num_optimizer_steps(len(steps), config))
+    opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="sft")
     generator = torch.Generator().manual_seed(config.seed)
     epoch_losses: list[float] = []
     samples = 0
@@ -72,8 +72,8 @@ def sft_update(
         "train/sft_loss": epoch_losses[-1],
         "train/sft_loss_first_epoch": epoch_losses[0],
         **opt.metrics(),
-        "train/samples": float(samples),
-        "train/samples_per_s": samples / elapsed,
+        "train/sft_samples": float(samples),
+        "train/sft_samples_per_s": samples / elapsed,
     }
 
 

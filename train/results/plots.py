@@ -100,7 +100,7 @@ def is_seed_sweep(path: str | Path) -> bool:
 def seeds_curve(sweep_dir: str | Path, suffix: str = "") -> dict[str, list]:
     """Per round (that every seed has reached): the seeds' success rates, their mean and the 95%
     t-interval of that mean across seeds (`suffix`: `/TaskName` for one task, "" pooled)."""
-    from train.stats import t_interval
+    from train.results.stats import t_interval
 
     runs = seed_runs(sweep_dir)
     if not runs:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
 import envs
-from agent.action_tokens import actions_to_bins, bins_to_actions
+from agent.action_tokens import N_BINS, actions_to_bins, bins_to_actions
 from agent.runtime import adapt_threads
 from verifiers.episode import EXPERT_POLICY_ID, RANDOM_POLICY_ID, Episode
 
@@ -44,8 +44,14 @@ class TaskSlot(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task_ids: Sequence[str], image_size: int | tuple[int, int] = 64):
+    def __init__(
+        self,
+        task_ids: Sequence[str],
+        image_size: int | tuple[int, int] = 64,
+        max_episode_steps: int | None = None,
+    ):
         self._image_size = image_size
+        self._limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
         self._envs: dict[str, gym.Env] = {}
         self.task_id = task_ids[0]
         self.instruction: str | None = None
@@ -60,7 +66,7 @@ class TaskSlot(gym.Env):
 
     def _env(self, task_id: str) -> gym.Env:
         if task_id not in self._envs:
-            self._envs[task_id] = envs.make(task_id, image_size=self._image_size)
+            self._envs[task_id] = envs.make(task_id, image_size=self._image_size, **self._limit)
         return self._envs[task_id]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -95,13 +101,15 @@ def make_vector_env(
     num_envs: int,
     image_size: int | tuple[int, int] = 64,
     mode: str = "sync",
+    max_episode_steps: int | None = None,
 ) -> gym.vector.VectorEnv:
-    """A vector env of `num_envs` task slots, without autoreset (the collector resets by mask)."""
+    """A vector env of `num_envs` task slots, without autoreset (the collector resets by mask);
+    `max_episode_steps` overrides every task's registered time limit."""
     if mode not in ("sync", "async"):
         raise ValueError(f"unknown vectorization mode {mode!r}; expected 'sync' or 'async'")
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    fns = [lambda: TaskSlot(task_ids, image_size) for _ in range(num_envs)]
+    fns = [lambda: TaskSlot(task_ids, image_size, max_episode_steps) for _ in range(num_envs)]
     disabled = gym.vector.AutoresetMode.DISABLED
     if mode == "sync":
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=disabled)
@@ -161,37 +169,106 @@ def _numeric_info(info: dict[str, Any], i: int) -> dict[str, float]:
     return out
 
 
-def _choose_actions(
-    policy: Any,
-    obs: dict,
-    active: np.ndarray,
-    vec: gym.vector.VectorEnv,
-    act_kwargs: dict,
-    rng: np.random.Generator,
-):
-    """Actions, bins and log-probs for the active slots (rows of inactive slots are zeros / NaN)."""
-    n = vec.num_envs
-    idx = np.flatnonzero(active)
-    actions = np.zeros((n, 4), dtype=np.float32)
-    logprobs = np.full((n, 4), np.nan, dtype=np.float32)
-    if policy == EXPERT_POLICY_ID:
-        expert = np.asarray(vec.call("expert_action"), dtype=np.float32)
-        bins = actions_to_bins(expert)
-    elif policy == RANDOM_POLICY_ID:
-        bins = rng.integers(0, 256, size=(n, 4), dtype=np.int64)
-    else:
-        out = policy.act(
+class Actor(Protocol):
+    """What acts in `collect_episodes`: one batched choice of action bins per step.
+
+    `act(obs, active, vec)` gets the vector env's batched observation (`image`, `state`,
+    `instruction`), which slots hold a running episode, and the vector env itself (for actors
+    that read the simulator, like the scripted expert); it returns action bins (int64
+    [num_envs, action_dim]) and their log-probs under the actor (float32, NaN when it has
+    none). Rows of inactive slots are ignored. `policy_id` is recorded in every episode.
+    """
+
+    policy_id: str
+
+    def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv): ...
+
+
+class PolicyActor:
+    """An `agent.Policy` acting on the active slots as one batch, sampling from `seed`."""
+
+    def __init__(
+        self,
+        policy: Any,
+        *,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+    ):
+        import torch
+
+        self.policy = policy
+        self.policy_id = policy.policy_id
+        self.kwargs = dict(
+            greedy=greedy,
+            temperature=temperature,
+            top_k=top_k,
+            generator=torch.Generator(device=policy.device).manual_seed(seed),
+        )
+
+    def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv):
+        adapt_threads()  # follow the machine's load (agent.runtime)
+        idx = np.flatnonzero(active)
+        bins = np.zeros((vec.num_envs, self.policy.action_dim), dtype=np.int64)
+        logprobs = np.full(bins.shape, np.nan, dtype=np.float32)
+        out = self.policy.act(
             obs["image"][idx],
             [obs["instruction"][i] for i in idx],
             obs["state"][idx],
-            **act_kwargs,
+            **self.kwargs,
         )
-        bins = np.zeros((n, 4), dtype=np.int64)
-        bins[idx] = out.bins
-        logprobs[idx] = out.logprobs
-    actions = bins_to_actions(bins)
-    actions[~active] = 0.0
-    return actions, bins, logprobs
+        bins[idx], logprobs[idx] = out.bins, out.logprobs
+        return bins, logprobs
+
+
+class ExpertActor:
+    """The task's scripted expert, its actions quantized to action bins (as a perfect imitator
+    would reproduce them)."""
+
+    policy_id = EXPERT_POLICY_ID
+
+    def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv):
+        bins = actions_to_bins(np.asarray(vec.call("expert_action"), dtype=np.float32))
+        return bins, np.full(bins.shape, np.nan, dtype=np.float32)
+
+
+class RandomActor:
+    """Uniformly random action bins, drawn from `seed`."""
+
+    policy_id = RANDOM_POLICY_ID
+
+    def __init__(self, seed: int = 0, n_bins: int = N_BINS):
+        self.rng = np.random.default_rng(seed)
+        self.n_bins = n_bins
+
+    def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv):
+        shape = (vec.num_envs, vec.single_action_space.shape[0])
+        bins = self.rng.integers(0, self.n_bins, size=shape, dtype=np.int64)
+        return bins, np.full(shape, np.nan, dtype=np.float32)
+
+
+def as_actor(
+    policy: Any,
+    *,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+) -> Actor:
+    """`policy` as an actor: an actor as it is, "expert" / "random", or an `agent.Policy`."""
+    if isinstance(policy, str):
+        if policy == EXPERT_POLICY_ID:
+            return ExpertActor()
+        if policy == RANDOM_POLICY_ID:
+            return RandomActor(seed)
+        raise ValueError(
+            f"unknown policy {policy!r}; expected an agent.Policy, an actor, or one of "
+            f"{POLICY_KINDS}"
+        )
+    if hasattr(policy, "act") and hasattr(policy, "policy_id") and not hasattr(policy, "model"):
+        return policy
+    return PolicyActor(policy, greedy=greedy, temperature=temperature, top_k=top_k, seed=seed)
 
 
 def collect_episodes(
@@ -208,45 +285,31 @@ def collect_episodes(
     vectorization: str = "sync",
     vector_env: gym.vector.VectorEnv | None = None,
     progress: Any = None,
+    max_episode_steps: int | None = None,
 ) -> list[Episode]:
     """Run `policy` on every job and return the episodes in job order.
 
-    `policy` is an `agent.Policy`, or "expert" (the task's scripted expert, its actions quantized to
-    action bins before execution so that a perfect imitator reproduces the demo) or "random"
-    (uniform action bins). `seed` seeds the policy's sampling; with the same jobs and seed the
-    episodes are identical. `progress`, if given, is called with the number of finished episodes.
+    `policy` is an `Actor` (see above), an `agent.Policy`, or "expert" (the task's scripted
+    expert, its actions quantized to action bins before execution so that a perfect imitator
+    reproduces the demo) or "random" (uniform action bins). `seed` seeds the sampling; with the
+    same jobs and seed the episodes are identical. `progress`, if given, is called with the
+    number of finished episodes.
 
     `vector_env` (from `make_vector_env`, covering the jobs' tasks) is used instead of a fresh one
     and left open: making and first rendering an env costs ~0.1 s per slot, so callers that collect
     repeatedly (a campaign's chunks and evaluations) keep one. What earlier calls left in it does
     not change the episodes; its number of slots does (it decides which episodes run side by side
-    and so the policy's sampling), as `num_envs` does.
+    and so the policy's sampling), as `num_envs` does. `max_episode_steps` shortens (or
+    lengthens) every task's time limit in a fresh vector env.
     """
     jobs = list(jobs)
     if not jobs:
         return []
-    if isinstance(policy, str) and policy not in POLICY_KINDS:
-        raise ValueError(
-            f"unknown policy {policy!r}; expected an agent.Policy or one of {POLICY_KINDS}"
-        )
+    actor = as_actor(policy, greedy=greedy, temperature=temperature, top_k=top_k, seed=seed)
     task_ids = sorted({job.task_id for job in jobs})
     n = min(num_envs, len(jobs))
-    vec = vector_env or make_vector_env(task_ids, n, image_size, vectorization)
+    vec = vector_env or make_vector_env(task_ids, n, image_size, vectorization, max_episode_steps)
     n = vec.num_envs
-    rng = np.random.default_rng(seed)
-    act_kwargs: dict[str, Any] = {}
-    if not isinstance(policy, str):
-        import torch
-
-        act_kwargs = dict(
-            greedy=greedy,
-            temperature=temperature,
-            top_k=top_k,
-            generator=torch.Generator(device=policy.device).manual_seed(seed),
-        )
-        policy_id = policy.policy_id
-    else:
-        policy_id = policy
 
     results: dict[int, Episode] = {}
     traces: list[_Trace | None] = [None] * n
@@ -258,8 +321,6 @@ def collect_episodes(
     ended = np.ones(n, dtype=bool)
     try:
         while len(results) < len(jobs):
-            if act_kwargs:
-                adapt_threads()  # follow the machine's load (agent.runtime)
             free = [i for i in range(n) if traces[i] is None]
             starting = free[: len(jobs) - next_job]
             # Slots with no job left idle on; one whose episode ended must still be reset, since
@@ -270,7 +331,9 @@ def collect_episodes(
                 next_job += len(starting)
                 ended[starting + parking] = False
             active = np.array([t is not None for t in traces])
-            actions, bins, logprobs = _choose_actions(policy, obs, active, vec, act_kwargs, rng)
+            bins, logprobs = actor.act(obs, active, vec)
+            actions = bins_to_actions(bins)
+            actions[~active] = 0.0
             obs, rewards, terminated, truncated, info = vec.step(actions)
             ended = terminated | truncated
             done = active & ended
@@ -290,7 +353,7 @@ def collect_episodes(
                 if done[i]:
                     ended_by_limit = bool(truncated[i] and not terminated[i])
                     results[job_of_slot[i]] = _finish(
-                        trace, ended_by_limit, achieved[i], policy_id, round
+                        trace, ended_by_limit, achieved[i], actor.policy_id, round
                     )
                     traces[i] = None
                     if progress is not None:

@@ -141,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("envs", "expert", "new-task", "check-task"):
-            from train import expert
+            from train.cli import expert
 
             return expert.main(args)
-        from train import commands
+        from train.cli import commands
 
         return getattr(commands, args.command)(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as err:

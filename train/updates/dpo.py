@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from train.batching import (
+from train.updates.batching import (
     StepSet,
     chunks,
     episode_steps,
@@ -23,15 +23,15 @@ from train.batching import (
     minibatches,
     step_logprobs,
 )
-from train.losses import dpo_loss
-from train.optim import (
-    DPOConfig,
+from train.updates.config import DPOConfig
+from train.updates.losses import dpo_loss
+from train.updates.optim import (
     Optimization,
     num_optimizer_steps,
     trainable_parameters,
     training_mode,
 )
-from train.rl import reference_logprobs
+from train.updates.rl import reference_logprobs
 
 
 def pair_steps(pairs: Sequence) -> StepSet:
@@ -87,7 +87,8 @@ def dpo_update(
     with LoRA, else the policy as it is before this update). Returns `train/dpo_loss`,
     `train/dpo_accuracy`, `train/dpo_margin`, `train/dpo_chosen_reward`,
     `train/dpo_rejected_reward` (means over the last epoch), the optimizer's metrics,
-    `train/samples` (trajectory steps trained on), `train/samples_per_s`, `train/pairs_per_s`.
+    `train/dpo_samples` (trajectory steps trained on), `train/dpo_samples_per_s`,
+    `train/dpo_pairs_per_s`.
     """
     config = config or DPOConfig()
     start = time.perf_counter()
@@ -99,7 +100,7 @@ def dpo_update(
     ref = trajectory_sums(ref_steps, torch.from_numpy(steps.episode_index), 2 * num_pairs)
     rows_of = np.split(np.arange(len(steps)), np.cumsum(np.bincount(steps.episode_index))[:-1])
     params = trainable_parameters(policy, config)
-    opt = Optimization(params, config, num_optimizer_steps(num_pairs, config))
+    opt = Optimization(params, config, num_optimizer_steps(num_pairs, config), name="dpo")
     generator = torch.Generator().manual_seed(config.seed)
     keys = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward")
     samples, pairs_seen = 0, 0
@@ -135,9 +136,9 @@ def dpo_update(
         "train/dpo_chosen_reward": mean["chosen_reward"],
         "train/dpo_rejected_reward": mean["rejected_reward"],
         **opt.metrics(),
-        "train/samples": float(samples),
-        "train/samples_per_s": samples / elapsed,
-        "train/pairs_per_s": pairs_seen / elapsed,
+        "train/dpo_samples": float(samples),
+        "train/dpo_samples_per_s": samples / elapsed,
+        "train/dpo_pairs_per_s": pairs_seen / elapsed,
     }
 
 

@@ -1,7 +1,7 @@
 """`autodidact compare`: the difference in held-out success between campaigns, or rounds of one,
 paired seed by seed.
 
-Every campaign evaluates on the same held-out seeds (`train.evaluate.EVAL_SEED_BASE` + i), and
+Every campaign evaluates on the same held-out seeds (`train.results.evaluate.EVAL_SEED_BASE` + i), and
 records each round's outcomes in `evals/round_K.jsonl`; so two policies' outcomes pair up by
 (task, seed), and their difference is measured far more tightly than by two independent rates.
 Each side is `RUN_DIR` (its last evaluated round) or `RUN_DIR:K`. The first side is the baseline;
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train.evaluate import task_name
-from train.runlog import RunLog
-from train.stats import paired_difference
+from train.campaign.runlog import RunLog
+from train.results.evaluate import task_name
+from train.results.stats import paired_difference
 
 
 @dataclass

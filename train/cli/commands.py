@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from train.config import ConfigError, dump_toml, to_dict
+from train.campaign.typed_config import ConfigError, dump_toml, to_dict
 
 
 def _setup_logging() -> None:
@@ -46,8 +46,8 @@ def _run_campaign(
 ) -> None:
     """Start a campaign in `out`, or (`resume`) continue the one there, checking that a config
     given again (file, preset or overrides) is the stored one."""
-    from train.campaign import Campaign
-    from train.campaign_config import load_campaign_config
+    from train.campaign.config import load_campaign_config
+    from train.campaign.loop import Campaign
 
     stored = out / "config.toml"
     if resume:
@@ -76,8 +76,8 @@ def _run_seeds(args: argparse.Namespace, out: Path) -> int:
     """One campaign per seed into OUT/seed_S, one after another. `--resume` continues the seeds
     begun and starts the others (from the given config, else from a begun seed's stored one).
     Every seed's config is checked before the first campaign starts."""
-    from train.campaign_config import load_campaign_config
-    from train.plots import plot_seeds, seeds_table
+    from train.campaign.config import load_campaign_config
+    from train.results.plots import plot_seeds, seeds_table
 
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds {args.seeds} repeats a seed")
@@ -114,7 +114,7 @@ def eval(args: argparse.Namespace) -> int:
     import envs
     from agent import Policy
     from agent.runtime import adapt_threads
-    from train.evaluate import eval_metrics, evaluate, task_name, write_video
+    from train.results.evaluate import eval_metrics, evaluate, task_name, write_video
 
     _setup_logging()
     task_ids = [envs.resolve(t) for t in (args.tasks or envs.TASK_IDS)]
@@ -151,7 +151,7 @@ def eval(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace) -> int:
-    from train.plots import is_seed_sweep, plot_campaign, plot_comparison, plot_seeds
+    from train.results.plots import is_seed_sweep, plot_campaign, plot_comparison, plot_seeds
 
     if len(args.run_dirs) == 1 and is_seed_sweep(args.run_dirs[0]):
         out = plot_seeds(args.run_dirs[0], args.output)
@@ -164,12 +164,12 @@ def plot(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from train.compare import compare
+    from train.results.compare import compare
 
     return compare(args)
 
 
 def export(args: argparse.Namespace) -> int:
-    from train.export import export
+    from train.results.export import export
 
     return export(args)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from train.batching import StepSet, episode_steps, step_logprobs
+from train.updates.batching import StepSet, episode_steps, step_logprobs
 from verifiers.episode import Episode
 
 
@@ -44,14 +44,10 @@ def input_reliance(
     images.images = steps.images[rng.permutation(len(steps))]
     instructions = steps.select(slice(None))
     instructions.instructions = [steps.instructions[i] for i in rng.permutation(len(steps))]
-    training = policy.model.training
-    policy.model.eval()
-    try:
+    with policy.mode(training=False):
         ce, ce_images, ce_instructions = (
             -float(step_logprobs(policy, s).mean()) for s in (steps, images, instructions)
         )
-    finally:
-        policy.model.train(training)
     return {
         "diag/action_ce": ce,
         "diag/action_ce_images_shuffled": ce_images,

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from train.evaluate import task_name
+from train.results.evaluate import task_name
 from verifiers.episode import Verdict
 
 
@@ -85,7 +85,7 @@ class RunLog:
 
     def write_eval_outcomes(self, k: int, episodes: list) -> None:
         """Round k's held-out episodes, one line each (task, seed, success, length): what a paired
-        comparison of two rounds or campaigns (`train.compare`) pairs seed by seed."""
+        comparison of two rounds or campaigns (`train.results.compare`) pairs seed by seed."""
         lines = "".join(
             json.dumps(
                 {

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train.config import ConfigError, apply_overrides, from_dict, load_toml
-from train.optim import DPOConfig, RLConfig, SFTConfig
+from train.campaign.typed_config import ConfigError, apply_overrides, from_dict, load_toml
+from train.updates import UPDATES
+from train.updates.config import DPOConfig, RLConfig, SFTConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
-OPTIMIZERS = ("sft", "rl", "dpo")
+OPTIMIZERS = tuple(UPDATES)
 ROLLOUT_DTYPES = ("float32", "bfloat16")
 BACKENDS = ("local", "ray")
 
@@ -83,9 +84,10 @@ class RaySection:
 class VerifySection:
     verifiers: list[str] = field(default_factory=lambda: ["environment", "rules"])
     """Verifiers whose verdicts must all pass for an episode to count as verified: `environment`
-    (the episode's own success), `rules` (every rule of `verifiers.rules.default_rules`), or one
+    (the episode's own success), `rules` (every rule of `verifiers.rules.default_rules`), one
     rule by name (`action_saturation`, `contact_force`, `objects_off_table`, `finite_state`,
-    `time_limit`)."""
+    `time_limit`), or a learned verifier saved in a directory: `classifier:DIR`
+    (`SuccessClassifier`), `judge:DIR` (`MLLMJudge`). See `verifiers.registry`."""
 
 
 @dataclass
@@ -126,7 +128,9 @@ class CampaignConfig:
     rounds: int = 3
     """Improvement rounds after the seed round."""
     seed: int = 0
-    """Seeds the policy's initial weights, sampling and every update."""
+    """Seeds the policy's initial weights, sampling and every update (the seeds each stage
+    uses are derived from it in `update_seed`, `organize_seed` and `collect_seed`); the update
+    sections' own `seed` keys must stay 0."""
     image_size: int = 64
     """Camera image side in pixels."""
     policy: PolicySection = field(default_factory=PolicySection)
@@ -157,6 +161,24 @@ class CampaignConfig:
                 f"collect.dtype={self.collect.dtype!r} is not supported; expected one of "
                 f"{ROLLOUT_DTYPES}"
             )
+        for where, update in [("demos.sft", self.demos.sft)] + [
+            (f"optimize.{name}", getattr(self.optimize, name)) for name in OPTIMIZERS
+        ]:
+            if update.seed != 0:
+                raise ValueError(
+                    f"{where}.seed={update.seed} would have no effect: a campaign seeds every "
+                    "update from its own `seed` (see CampaignConfig.update_seed); set `seed` instead"
+                )
+        if (
+            "rl" in self.optimize.sequence
+            and self.optimize.rl.temperature != self.collect.temperature
+        ):
+            raise ValueError(
+                f"optimize.rl.temperature={self.optimize.rl.temperature} differs from "
+                f"collect.temperature={self.collect.temperature}: RL's importance ratios compare "
+                "the policy's log-probs with the rollouts' recorded ones, which were taken at the "
+                "collection temperature; set both to the same value"
+            )
         if self.collect.backend not in BACKENDS:
             raise ValueError(
                 f"collect.backend={self.collect.backend!r} is not supported; expected one of "
@@ -183,13 +205,28 @@ class CampaignConfig:
                 f"collect.episodes_per_task={self.collect.episodes_per_task} is not a multiple of "
                 f"collect.group_size={self.collect.group_size}"
             )
-        from train.organize import verifier_names
+        from verifiers.registry import check_name
 
         for name in self.verify.verifiers:
-            if name not in verifier_names():
-                raise ValueError(
-                    f"unknown verifier {name!r} in verify.verifiers; expected any of {verifier_names()}"
-                )
+            try:
+                check_name(name)
+            except ValueError as err:
+                raise ValueError(f"verify.verifiers: {err}") from None
+
+    # ---- every seed of a campaign, derived here from `seed` ----------------------------------
+
+    def update_seed(self, k: int) -> int:
+        """Seeds round k's updates (shuffling, augmentation) and its input-reliance probe: the
+        campaign seed itself for the seed round, `seed * 1000 + k` after."""
+        return self.seed if k == 0 else self.seed * 1000 + k
+
+    def organize_seed(self, k: int) -> int:
+        """Seeds round k's data choices (SFT dedup / balance, DPO pairing)."""
+        return self.seed + k
+
+    def collect_seed(self, k: int, chunk: int) -> int:
+        """Seeds the policy's sampling in chunk `chunk` of round k's collection."""
+        return self.seed * 1_000_003 + k * 1009 + chunk
 
 
 def preset_names() -> list[str]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train.collect import Job, collect_episodes, make_vector_env
+from train.collect.episodes import Job, collect_episodes, make_vector_env
 from verifiers.episode import Episode
 
 log = logging.getLogger("autodidact")
@@ -304,7 +304,6 @@ class RolloutWorker:
 
     def _hold(self, weights: dict[str, Any]) -> None:
         import ray
-        import torch
 
         from agent import Policy
 
@@ -321,11 +320,7 @@ class RolloutWorker:
             self.spec_id = weights["spec_id"]
         if weights["delta"] is not None:
             delta = ray.get(weights["delta"])
-            with torch.no_grad():
-                missing = set(delta) - set(self.policy.model.state_dict())
-                if missing:
-                    raise RuntimeError(f"weights for unknown parameters: {sorted(missing)[:3]}")
-                self.policy.model.load_state_dict(delta, strict=False)
+            self.policy.load_weights(delta)
         self.tag = weights["tag"]
         self._casts = {}
 
@@ -430,16 +425,13 @@ class RayCollector(_VectorEnvSpec):
             return policy
         import ray
 
-        from agent.prefix_cache import weights_fingerprint
-        from train.optim import has_lora
-
-        fingerprint = (policy.policy_id, weights_fingerprint(policy.model))
+        fingerprint = (policy.policy_id, policy.weights_fingerprint())
         w = self._weights
         if w is not None and w.fingerprint == fingerprint:
             return w.message()
         start = time.perf_counter()
-        state = policy.model.state_dict()
-        lora = has_lora(policy)
+        state = policy.weights()
+        lora = policy.has_lora
         base = _digest(state, lambda k: not (lora and _is_adapter(k)))
         adapter = _digest(state, _is_adapter) if lora else ""
         key = (policy.policy_id, str(policy.settings.__dict__), base, adapter)

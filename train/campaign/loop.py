@@ -26,23 +26,26 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import envs
 from agent import Policy
 from agent.runtime import adapt_threads, available_cpus, requested_threads
-from train import organize
-from train.campaign_config import CampaignConfig
-from train.collect import Job
-from train.config import dump_toml, to_dict
-from train.diagnostics import input_reliance
-from train.evaluate import eval_metrics, evaluate, task_name, write_video
+from train.campaign.config import CampaignConfig
+from train.campaign.runlog import RunLog, atomic_write_text
+from train.campaign.typed_config import dump_toml, to_dict
+from train.collect.episodes import Job
+from train.collect.store import EpisodeStore
+from train.collect.workers import make_chunks, make_collector, task_modules
+from train.organize import round_data as organize
 from train.progress import progress_bar
-from train.rollout_workers import make_chunks, make_collector, task_modules
-from train.runlog import RunLog, atomic_write_text
-from train.store import EpisodeStore
+from train.results.diagnostics import input_reliance
+from train.results.evaluate import eval_metrics, evaluate, task_name, write_video
+from train.updates import UPDATES
 from verifiers.episode import EXPERT_POLICY_ID, Episode
+from verifiers.registry import verify
 
 log = logging.getLogger("autodidact")
 
@@ -102,12 +105,13 @@ class Campaign:
         ]
         demos = self._collect(0, jobs, EXPERT_POLICY_ID, "demos")
         policy = self._fresh_policy()
-        metrics = organize.run_update("sft", policy, demos, cfg.demos.sft, seed=cfg.seed)
+        config = replace(cfg.demos.sft, seed=cfg.update_seed(0))
+        metrics = UPDATES["sft"].run(policy, demos, config)
         record = {
             "demos/episodes": len(demos),
             "demos/successes": sum(e.is_success for e in demos),
             **metrics,
-            **_input_reliance(policy, demos, cfg.seed),
+            **_input_reliance(policy, demos, cfg.update_seed(0)),
         }
         self.runlog.save_partial(0, record)
         self._save(0, policy)
@@ -135,26 +139,39 @@ class Campaign:
         }
         if self.last_steps_per_s is not None:
             record["rollout/steps_per_s"] = self.last_steps_per_s
-        verdicts = organize.verify(episodes, cfg.verify.verifiers)
+        verdicts = verify(episodes, cfg.verify.verifiers)
         self.runlog.write_verdicts(k, verdicts)
-        data = organize.build_round_data(self.store, self.runlog, k, episodes, verdicts, cfg)
+        data = organize.build_round_data(
+            self.store.load(where={"round": 0}, with_frames=True),
+            self._replayed_rounds(k, episodes, verdicts),
+            cfg.organize,
+            seed=cfg.organize_seed(k),
+        )
         record.update(data.metrics)
         for name in cfg.optimize.sequence:
-            update_config = getattr(cfg.optimize, name)
-            payload = data.payload(name)
+            update = UPDATES[name]
+            payload = getattr(data, update.data)
             if not payload:
-                log.info("round %d: %s skipped, no data (%s)", k, name, data.why_empty(name))
+                log.info("round %d: %s skipped, no data (%s)", k, name, update.needs)
                 record[f"train/{name}_skipped"] = 1
                 continue
-            record.update(
-                organize.run_update(
-                    name, self.policy, payload, update_config, seed=cfg.seed * 1000 + k
-                )
-            )
-        record.update(_input_reliance(self.policy, data.sft, cfg.seed * 1000 + k))
+            config = replace(getattr(cfg.optimize, name), seed=cfg.update_seed(k))
+            record.update(update.run(self.policy, payload, config))
+        record.update(_input_reliance(self.policy, data.sft, cfg.update_seed(k)))
         self.runlog.save_partial(k, record)
         self._save(k, self.policy)
         return record
+
+    def _replayed_rounds(self, k: int, episodes: list[Episode], verdicts: list) -> list:
+        """(episodes, verdicts) of the rounds whose successes round k's SFT replays (oldest
+        first), this round's from memory, earlier ones from the store and the run log."""
+        replay = self.config.organize.replay_rounds
+        first = 1 if replay < 0 else max(1, k - replay + 1)
+        earlier = [
+            (self.store.load(where={"round": j}, with_frames=True), self.runlog.read_verdicts(j))
+            for j in range(first, k)
+        ]
+        return [*earlier, (episodes, verdicts)]
 
     def evaluate_round(self, k: int) -> dict[str, Any]:
         cfg = self.config
@@ -185,7 +202,7 @@ class Campaign:
         return eval_metrics(results)
 
     def finish(self) -> dict[str, Any]:
-        from train.plots import plot_campaign
+        from train.results.plots import plot_campaign
 
         plot_campaign(self.out)
         table = self.runlog.summary_table(self.task_ids)
@@ -203,7 +220,7 @@ class Campaign:
             jobs,
             cfg.collect.chunk_episodes,
             k,
-            lambda c: cfg.seed * 1_000_003 + k * 1009 + c,
+            lambda c: cfg.collect_seed(k, c),
             temperature=cfg.collect.temperature,
             top_k=cfg.collect.top_k,
         )

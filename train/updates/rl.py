@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from train.batching import (
+from train.updates.batching import (
     StepSet,
     chunks,
     episode_steps,
@@ -22,11 +22,10 @@ from train.batching import (
     minibatches,
     step_logprobs,
 )
-from train.losses import group_advantages, grpo_loss
-from train.optim import (
+from train.updates.config import RLConfig
+from train.updates.losses import group_advantages, grpo_loss
+from train.updates.optim import (
     Optimization,
-    RLConfig,
-    has_lora,
     num_optimizer_steps,
     trainable_parameters,
     training_mode,
@@ -76,7 +75,7 @@ def reference_logprobs(policy, steps: StepSet, temperature: float, chunk: int, r
     """
     if reference is not None:
         return step_logprobs(reference, steps, temperature, chunk)
-    if has_lora(policy):
+    if policy.has_lora:
         with policy.adapter_disabled():
             return step_logprobs(policy, steps, temperature, chunk)
     return step_logprobs(policy, steps, temperature, chunk)
@@ -89,7 +88,7 @@ def rl_update(
 
     Returns `train/rl_loss`, `train/rl_pg_loss`, `train/rl_clip_frac`, `train/rl_ratio`, `train/kl`
     (means over the last epoch), `train/rl_groups_used`, `train/rl_groups_skipped`,
-    `train/advantage_abs`, the optimizer's metrics, `train/samples` and `train/samples_per_s`.
+    `train/rl_advantage_abs`, the optimizer's metrics, `train/rl_samples` and `train/rl_samples_per_s`.
     With every group skipped nothing is trained and only the counts are returned.
     """
     config = config or RLConfig()
@@ -105,7 +104,7 @@ def rl_update(
     if config.kl_coef > 0:
         ref = reference_logprobs(policy, steps, config.temperature, config.forward_chunk, reference)
     params = trainable_parameters(policy, config)
-    opt = Optimization(params, config, num_optimizer_steps(len(steps), config))
+    opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="rl")
     generator = torch.Generator().manual_seed(config.seed)
     old = torch.from_numpy(steps.old_logprobs)
     keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl")
@@ -144,10 +143,10 @@ def rl_update(
         "train/rl_ratio": mean["ratio_mean"],
         "train/kl": mean["kl"],
         **counts,
-        "train/advantage_abs": float(advantages.abs().mean()),
+        "train/rl_advantage_abs": float(advantages.abs().mean()),
         **opt.metrics(),
-        "train/samples": float(samples),
-        "train/samples_per_s": samples / elapsed,
+        "train/rl_samples": float(samples),
+        "train/rl_samples_per_s": samples / elapsed,
     }
 
 

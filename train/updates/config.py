@@ -1,0 +1,112 @@
+"""The updates' typed configs: what SFT, RL and DPO share (`OptimConfig`) and each one's knobs.
+
+Plain dataclasses that import no torch, so a campaign config loads without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation settings shared by SFT, RL and DPO updates."""
+
+    lr: float = 3e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    schedule: str = "cosine"
+    """`cosine` (decay from `lr` to `lr * min_lr_ratio` after warm-up) or `constant`."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up from 0 to `lr`."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine schedule, as a fraction of `lr`."""
+    batch_size: int = 32
+    """Samples per micro-batch: steps for SFT and RL, pairs for DPO."""
+    grad_accum_steps: int = 1
+    """Micro-batches whose gradients are summed (each scaled by 1/n) before one optimizer step."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this before each step; None disables clipping."""
+    epochs: int = 1
+    """Passes over the update's data."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps even if epochs remain; None: run all epochs."""
+    seed: int = 0
+    """Seeds the shuffling and any dropout: same seed + same data + same policy -> same weights."""
+    lora: bool = False
+    """Train a LoRA adapter (added if the policy has none) instead of all parameters."""
+    lora_rank: int = 8
+    """LoRA rank r, used when an adapter is added."""
+    lora_alpha: int = 16
+    """LoRA scaling alpha, used when an adapter is added."""
+    forward_chunk: int = 64
+    """Most steps (frames) in one forward pass; bounds memory when a trajectory is long."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected 'cosine' or 'constant'")
+        for name in ("batch_size", "grad_accum_steps", "epochs", "forward_chunk", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass
+class SFTConfig(OptimConfig):
+    """Filtered behaviour cloning: cross-entropy on the action tokens of (successful) episodes."""
+
+    augment_shift: int = 0
+    """Translate each training image by up to this many pixels (random per sample; 0: off)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.augment_shift < 0:
+            raise ValueError(f"augment_shift must be >= 0, got {self.augment_shift}")
+
+
+@dataclass
+class RLConfig(OptimConfig):
+    """Group-relative policy gradient (RLOO advantages, PPO-clip, optional KL to a reference)."""
+
+    lr: float = 1e-4
+    """Peak learning rate of AdamW (lower than SFT: on-policy data, ratio clipping)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollout; the recorded log-probs were taken at it."""
+    clip_eps: float = 0.2
+    """PPO ratio clipping: the ratio is clipped to [1 - clip_eps, 1 + clip_eps] per token."""
+    kl_coef: float = 0.0
+    """Weight of the k3 KL penalty to the reference policy; 0 skips the reference entirely."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+
+
+@dataclass
+class DPOConfig(OptimConfig):
+    """DPO on (success, failure) trajectory pairs against a frozen reference."""
+
+    lr: float = 1e-4
+    """Peak learning rate of AdamW."""
+    batch_size: int = 4
+    """Pairs per micro-batch."""
+    beta: float = 0.1
+    """DPO inverse temperature: scales the implicit reward `log pi - log pi_ref`."""
+    temperature: float = 1.0
+    """Softmax temperature of the action logits when scoring trajectories."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
