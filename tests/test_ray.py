@@ -19,15 +19,14 @@ import envs
 from agent import Policy
 from train.campaign.config import load_campaign_config
 from train.campaign.loop import Campaign
+from train.collect.chunks import LocalCollector, make_chunks
 from train.collect.episodes import Job
 from train.collect.store import EpisodeStore
 from train.collect.workers import (
-    LocalCollector,
     RayCollector,
     RayConnectError,
     connect,
     egl_device_env,
-    make_chunks,
     worker_env,
 )
 

@@ -36,9 +36,10 @@ from agent.runtime import adapt_threads, available_cpus, requested_threads
 from train.campaign.config import CampaignConfig
 from train.campaign.runlog import RunLog, atomic_write_text
 from train.campaign.typed_config import dump_toml, to_dict
+from train.collect.chunks import make_chunks, make_collector
 from train.collect.episodes import Job
 from train.collect.store import EpisodeStore
-from train.collect.workers import make_chunks, make_collector, task_modules
+from train.collect.workers import task_modules
 from train.organize import round_data as organize
 from train.progress import progress_bar
 from train.results.diagnostics import input_reliance

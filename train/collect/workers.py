@@ -1,13 +1,7 @@
-"""Where episodes are collected: in this process (`LocalCollector`) or on Ray actors
-(`RayCollector`), chunk by chunk, with the same episodes either way.
+"""Collection on Ray: each rollout worker is an actor holding its own vector env and its own copy
+of the policy; `RayCollector` hands them chunks (`train.collect.chunks`) and yields the episodes,
+the very ones the local collector gives for the same chunks.
 
-A chunk is the unit of work: a list of jobs collected in one `collect_episodes` call with its own
-sampling seed, in a vector env of a fixed number of slots. An episode depends only on its chunk,
-the policy's weights and that number of slots, so handing chunks to workers in any order, or
-running one again on another worker after a crash, yields the very episodes the local collector
-yields.
-
-The Ray path: each worker is an actor holding its own vector env and its own copy of the policy.
 The driver (the campaign) keeps the learner. Weights travel through the object store once per
 change (one `ray.put`, the same reference handed to every worker): the whole saved policy when its
 structure or base weights change, only the adapter tensors when LoRA trains an adapter on an
@@ -31,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train.collect.episodes import Job, collect_episodes, make_vector_env
+from train.collect.chunks import Chunk, VectorEnvSpec, collect_chunk
+from train.collect.episodes import make_vector_env
 from verifiers.episode import Episode
 
 log = logging.getLogger("autodidact")
@@ -42,102 +37,6 @@ CONNECT_TIMEOUT_S = 5.0
 """How long `ray.address` gets to accept a connection before it is reported unreachable."""
 FORWARDED_ENV = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "HF_HUB_OFFLINE", "AUTODIDACT_MALLOC")
 """Environment variables of the driver that the workers get too (rendering, offline mode)."""
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Jobs collected together, with the sampling settings of their `collect_episodes` call."""
-
-    index: int
-    jobs: tuple[Job, ...]
-    round: int
-    seed: int
-    greedy: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-
-
-def make_chunks(
-    jobs: Sequence[Job], size: int, round: int, seed: Callable[[int], int], **sampling: Any
-) -> list[Chunk]:
-    """`jobs` cut into chunks of `size`, chunk `c` sampling with seed `seed(c)`."""
-    if size < 1:
-        raise ValueError(f"chunk size must be >= 1, got {size}")
-    jobs = list(jobs)
-    return [
-        Chunk(c, tuple(jobs[i : i + size]), round, seed(c), **sampling)
-        for c, i in enumerate(range(0, len(jobs), size))
-    ]
-
-
-def _collect_chunk(chunk: Chunk, policy: Any, vec: Any, progress: Any = None) -> list[Episode]:
-    return collect_episodes(
-        chunk.jobs,
-        policy,
-        round=chunk.round,
-        greedy=chunk.greedy,
-        temperature=chunk.temperature,
-        top_k=chunk.top_k,
-        seed=chunk.seed,
-        vector_env=vec,
-        progress=progress,
-    )
-
-
-def _cast(policy: Any, dtype: str) -> Any:
-    return policy if isinstance(policy, str) else policy.with_dtype(dtype)
-
-
-class _VectorEnvSpec:
-    """The vector env a collector runs its chunks in (in this process or in each worker)."""
-
-    def __init__(
-        self,
-        task_ids: Sequence[str],
-        num_envs: int,
-        image_size: int = 64,
-        vectorization: str = "sync",
-    ):
-        self.task_ids = list(task_ids)
-        self.num_envs = num_envs
-        self.image_size = image_size
-        self.vectorization = vectorization
-
-    def _env_args(self) -> tuple:
-        return (self.task_ids, self.num_envs, self.image_size, self.vectorization)
-
-
-class LocalCollector(_VectorEnvSpec):
-    """Chunks collected one after another in this process, in one vector env kept open."""
-
-    backend = "local"
-    _vec = None
-
-    def collect(
-        self,
-        chunks: Sequence[Chunk],
-        policy: Any,
-        dtype: str = "float32",
-        progress: Callable[[int], Any] | None = None,
-    ) -> Iterator[tuple[Chunk, list[Episode]]]:
-        """Yield each chunk with its episodes, in order, as it finishes; `progress` is called
-        with the number of episodes just finished. `policy`: an `agent.Policy` (acting in
-        `dtype`), "expert" or "random"."""
-        if not chunks:
-            return
-        self.start()
-        actor = _cast(policy, dtype)
-        for chunk in chunks:
-            yield chunk, _collect_chunk(chunk, actor, self._vec, progress)
-
-    def start(self) -> None:
-        if self._vec is None:
-            self._vec = make_vector_env(*self._env_args())
-
-    def close(self) -> None:
-        if self._vec is not None:
-            self._vec.close()
-            self._vec = None
 
 
 # ---------------------------------------------------------------------------------- Ray
@@ -331,7 +230,7 @@ class RolloutWorker:
             if dtype not in self._casts:
                 self._casts[dtype] = self.policy.with_dtype(dtype)
             policy = self._casts[dtype]
-        return _collect_chunk(chunk, policy, self.vec)
+        return collect_chunk(chunk, policy, self.vec)
 
     def acts(self, images, instructions, states, dtype: str = "float32", **kwargs) -> Any:
         """The held policy's `act` on given observations (for checking the weights it holds)."""
@@ -341,7 +240,7 @@ class RolloutWorker:
         self.vec.close()
 
 
-class RayCollector(_VectorEnvSpec):
+class RayCollector(VectorEnvSpec):
     """Chunks spread over `num_workers` Ray actors; yields them as they finish (any order)."""
 
     backend = "ray"
@@ -541,22 +440,3 @@ class RayCollector(_VectorEnvSpec):
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
-
-
-def make_collector(config: Any, task_ids: Sequence[str], imports: Sequence[str] = ()):
-    """The collector a campaign config asks for (`collect.backend`)."""
-    c = config.collect
-    if c.backend == "local":
-        return LocalCollector(task_ids, c.num_envs, config.image_size, c.vectorization)
-    r = config.ray
-    return RayCollector(
-        task_ids,
-        r.envs_per_worker or c.num_envs,
-        config.image_size,
-        c.vectorization,
-        address=r.address,
-        num_workers=r.num_workers,
-        cpus_per_worker=r.cpus_per_worker,
-        gpus_per_worker=r.gpus_per_worker,
-        imports=imports,
-    )

@@ -110,11 +110,11 @@ def evaluate(
     order.
 
     The jobs are cut into chunks of `chunk_episodes` (None: one chunk), the unit that a
-    `collector` (`train.collect.workers`: local, or sharded over Ray workers) runs in one vector
+    `collector` (`train.collect.chunks`: local, or sharded over Ray workers) runs in one vector
     env; a campaign cuts them as it cuts its rollouts, so `autodidact eval --chunk-episodes`
     with the campaign's value reproduces the campaign's numbers. Without a collector, a local one
     of `num_envs` slots is made and closed."""
-    from train.collect.workers import LocalCollector, make_chunks
+    from train.collect.chunks import LocalCollector, make_chunks
 
     jobs = eval_jobs(task_ids, episodes_per_task)
     chunks = make_chunks(jobs, chunk_episodes or len(jobs), round, lambda c: 0, greedy=True)
