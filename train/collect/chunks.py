@@ -59,7 +59,8 @@ def collect_chunk(chunk: Chunk, policy: Any, vec: Any, progress: Any = None) -> 
 
 
 def _cast(policy: Any, dtype: str) -> Any:
-    return policy if isinstance(policy, str) else policy.with_dtype(dtype)
+    """A Policy in `dtype`; "expert", "random" and other actors as they are."""
+    return policy.with_dtype(dtype) if hasattr(policy, "with_dtype") else policy
 
 
 class VectorEnvSpec:
@@ -96,7 +97,7 @@ class LocalCollector(VectorEnvSpec):
     ) -> Iterator[tuple[Chunk, list[Episode]]]:
         """Yield each chunk with its episodes, in order, as it finishes; `progress` is called
         with the number of episodes just finished. `policy`: an `agent.Policy` (acting in
-        `dtype`), "expert" or "random"."""
+        `dtype`), "expert", "random" or any actor (`train.collect.episodes.Actor`)."""
         if not chunks:
             return
         self.start()
