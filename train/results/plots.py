@@ -99,7 +99,8 @@ def is_seed_sweep(path: str | Path) -> bool:
 
 def seeds_curve(sweep_dir: str | Path, suffix: str = "") -> dict[str, list]:
     """Per round (that every seed has reached): the seeds' success rates, their mean and the 95%
-    t-interval of that mean across seeds (`suffix`: `/TaskName` for one task, "" pooled)."""
+    t-interval of that mean across seeds, clipped to [0, 1] (`suffix`: `/TaskName` for one task,
+    "" pooled)."""
     from train.results.stats import t_interval
 
     runs = seed_runs(sweep_dir)
@@ -112,13 +113,19 @@ def seeds_curve(sweep_dir: str | Path, suffix: str = "") -> dict[str, list]:
     rounds = sorted(set.intersection(*(set(m) for m in per_run)))
     curve: dict[str, list] = {"rounds": rounds, "seeds": [int(p.name[5:]) for p in runs]}
     curve["per_seed"] = [[m[k] for k in rounds] for m in per_run]
-    stats = [t_interval([m[k] for m in per_run]) for k in rounds]
+    # A success rate lies in [0, 1]; so does its interval (the t-interval can overshoot).
+    stats = [_clip(t_interval([m[k] for m in per_run])) for k in rounds]
     curve["mean"], curve["low"], curve["high"] = (
         [x[0] for x in stats],
         [x[1] for x in stats],
         [x[2] for x in stats],
     )
     return curve
+
+
+def _clip(stat: tuple[float, float, float]) -> tuple[float, float, float]:
+    mean, lo, hi = stat
+    return mean, max(0.0, lo), min(1.0, hi)
 
 
 def plot_seeds(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
