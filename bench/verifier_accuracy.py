@@ -21,7 +21,8 @@ import torch
 
 import envs
 from agent import Policy
-from agent.action_tokens import actions_to_bins, bins_to_actions
+from train.collect.scripted import MODES as SCRIPTED_MODES
+from train.collect.scripted import scripted_episode
 from verifiers.classifier import ClassifierConfig, SuccessClassifier
 from verifiers.episode import Episode
 from verifiers.judge import JudgeConfig, MLLMJudge
@@ -30,68 +31,21 @@ from verifiers.metrics import agreement
 MODES = ("expert", "perturbed", "random", "distracted")
 
 
-def choose_action(env, mode: str, rng: np.random.Generator, other_goal) -> np.ndarray:
-    task = env.unwrapped
-    if mode == "random":
-        return rng.uniform(-1, 1, 4)
-    if mode == "distracted":
-        goal, task.goal = task.goal, other_goal
-        try:
-            return task.expert_action()
-        finally:
-            task.goal = goal
-    action = task.expert_action()
-    if mode == "perturbed":
-        action = action + rng.normal(0.0, 0.6, 4)
-    return action
-
-
-def rollout(env, task_id: str, seed: int, mode: str) -> Episode:
-    """One episode, recorded as the collector records it (actions quantized to bins)."""
-    rng = np.random.default_rng([seed, MODES.index(mode)])
-    obs, _ = env.reset(seed=seed)
-    instruction = obs["instruction"]
-    task = env.unwrapped
-    others = [g for g in task._possible_goals() if g != task.goal]
-    other_goal = others[rng.integers(len(others))] if others else task.goal
-    frames, states, actions, bins, rewards, infos = [obs["image"]], [obs["state"]], [], [], [], []
-    while True:
-        b = actions_to_bins(np.clip(choose_action(env, mode, rng, other_goal), -1, 1))
-        a = bins_to_actions(b)
-        obs, reward, terminated, truncated, info = env.step(a)
-        actions.append(a), bins.append(b), rewards.append(reward), infos.append(info)
-        frames.append(obs["image"]), states.append(obs["state"])
-        if terminated or truncated:
-            break
-    numeric = [k for k, v in infos[0].items() if isinstance(v, bool | int | float)]
-    return Episode(
-        task_id=task_id,
-        env_seed=seed,
-        instruction=instruction,
-        actions=np.stack(actions),
-        action_bins=np.stack(bins),
-        logprobs=np.full((len(actions), 4), np.nan, np.float32),
-        rewards=np.asarray(rewards, np.float32),
-        is_success=bool(infos[-1]["is_success"]),
-        truncated=bool(truncated and not terminated),
-        states=np.stack(states),
-        frames=np.stack(frames),
-        step_info={k: np.asarray([i[k] for i in infos], np.float32) for k in numeric},
-        achieved=task.achieved_instructions(),
-        policy_id=mode,
-        episode_id=f"{task_id}/s{seed}/{mode}",
-    )
-
-
 def collect(task_ids: list[str], seeds: range, image_size: int) -> list[Episode]:
-    episodes = []
-    for task_id in task_ids:
-        env = envs.make(task_id, image_size=image_size)
-        try:
-            episodes += [rollout(env, task_id, s, m) for s in seeds for m in MODES]
-        finally:
-            env.close()
-    return episodes
+    """Every mode on every seed of every task, each episode from its own random stream."""
+    return [
+        scripted_episode(
+            task_id,
+            s,
+            mode,
+            np.random.default_rng([s, SCRIPTED_MODES.index(mode)]),
+            noise=0.6,
+            image_size=image_size,
+        )
+        for task_id in task_ids
+        for s in seeds
+        for mode in MODES
+    ]
 
 
 def describe(episodes: list[Episode]) -> str:

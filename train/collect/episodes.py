@@ -85,6 +85,11 @@ class TaskSlot(gym.Env):
         self._last_obs = obs
         return obs, reward, terminated, truncated, info
 
+    @property
+    def task_env(self) -> gym.Env:
+        """The current task's environment, unwrapped (for actors that read the simulator)."""
+        return self._env(self.task_id).unwrapped
+
     def expert_action(self) -> np.ndarray:
         return self._env(self.task_id).unwrapped.expert_action()
 
