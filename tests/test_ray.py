@@ -186,7 +186,9 @@ def test_after_an_update_the_worker_acts_with_the_new_weights(ray_instance, tmp_
         list(collector.collect(chunks, policy))
         assert not collector.broadcasts[-1]["adapter_only"]
         _perturb([p for n, p in policy.model.named_parameters() if "lora_" in n], seed=2)
+        policy.policy_id = "round_2"  # as a campaign names each round's checkpoint
         [(_, adapted)] = collector.collect(chunks, policy)
+        assert {e.policy_id for e in adapted} == {"round_2"}
         [(_, expected)] = local.collect(chunks, policy)
         _same_episodes(expected, adapted)
         _worker_acts_like(collector, policy, obs)

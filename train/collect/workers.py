@@ -137,7 +137,13 @@ class _Weights:
 
     def message(self) -> dict[str, Any]:
         """What every chunk carries (object references, not the weights)."""
-        return {"tag": self.key, "spec_id": self.spec_id, "spec": self.spec, "delta": self.delta}
+        return {
+            "tag": self.key,
+            "policy_id": self.key[-1],
+            "spec_id": self.spec_id,
+            "spec": self.spec,
+            "delta": self.delta,
+        }
 
 
 def _digest(state: dict[str, Any], keep: Callable[[str], bool]) -> str:
@@ -218,8 +224,8 @@ class RolloutWorker:
                 self.policy = Policy.from_pretrained(tmp, device=self.device)
             self.spec_id = weights["spec_id"]
         if weights["delta"] is not None:
-            delta = ray.get(weights["delta"])
-            self.policy.load_weights(delta)
+            self.policy.load_weights(ray.get(weights["delta"]))
+        self.policy.policy_id = weights["policy_id"]  # episodes record the driver's id
         self.tag = weights["tag"]
         self._casts = {}
 
@@ -333,11 +339,14 @@ class RayCollector(VectorEnvSpec):
         lora = policy.has_lora
         base = _digest(state, lambda k: not (lora and _is_adapter(k)))
         adapter = _digest(state, _is_adapter) if lora else ""
-        key = (policy.policy_id, str(policy.settings.__dict__), base, adapter)
+        # The id is not part of the structure: a renamed policy (each round's checkpoint is
+        # `round_K`) on an unchanged base still gets only its adapter sent, and its new id.
+        settings = {k: v for k, v in vars(policy.settings).items() if k != "policy_id"}
+        key = (str(settings), base, adapter, policy.policy_id)
         if w is not None and w.key == key:
             w.fingerprint = fingerprint
             return w.message()
-        if w is not None and lora and w.key[:3] == key[:3]:
+        if w is not None and lora and w.key[:2] == key[:2]:
             tensors = {k: v.detach().cpu().clone() for k, v in state.items() if _is_adapter(k)}
             sent = sum(t.numel() * t.element_size() for t in tensors.values())
             spec_id, spec, delta = w.spec_id, w.spec, ray.put(tensors)
