@@ -6,9 +6,17 @@ import torch
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
+from agent.action_tokens import N_BINS
 from agent.model import AutodidactVLMConfig, AutodidactVLMForConditionalGeneration
 from agent.presets import ARCHITECTURES, PolicyPreset
-from agent.tokenizer import IMAGE_TOKEN, PAD_TOKEN, POLICY_TOKENS, SPECIAL_TOKENS, train_tokenizer
+from agent.tokenizer import (
+    IMAGE_TOKEN,
+    PAD_TOKEN,
+    POLICY_TOKENS,
+    SPECIAL_TOKENS,
+    action_token,
+    train_tokenizer,
+)
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
@@ -74,11 +82,18 @@ def _autodidact_config(preset: PolicyPreset, tokenizer) -> AutodidactVLMConfig:
         text_config=_text_config(preset, tokenizer),
         image_size=preset.image_size,
         vision_channels=preset.vision_channels,
-        image_seq_len=preset.image_tokens,
+        image_seq_len=preset.image_seq_len,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         word_vocab_size=min(tokenizer.convert_tokens_to_ids(POLICY_TOKENS)),
         first_word_id=len(SPECIAL_TOKENS),
         film_dim=preset.film_dim,
+        word_pooling=preset.word_pooling,
+        keypoints=preset.keypoints,
+        queried_keypoints=preset.queried_keypoints,
+        first_bin_id=tokenizer.convert_tokens_to_ids(action_token(0))
+        if preset.bin_features
+        else -1,
+        num_bins=N_BINS,
     )
 
 

@@ -47,6 +47,9 @@ from agent.runtime import tune_allocator
 tune_allocator()  # the vision's full-resolution maps are freed and reallocated every call
 
 
+WORD_POOLINGS = ("mean", "weighted")
+
+
 @strict
 class AutodidactVLMConfig(PreTrainedConfig):
     """Sizes of the instruction-aware vision and the Llama `text_config` behind it."""
@@ -72,12 +75,44 @@ class AutodidactVLMConfig(PreTrainedConfig):
     """Ids below this are the tokenizer's special tokens (pad, image placeholders)."""
     film_dim: int = 32
     """Width of the instruction's bag-of-words embedding."""
+    word_pooling: str = "mean"
+    """How the instruction's word embeddings become one FiLM vector: `mean`, or `weighted` (a
+    learnt score per word, softmax-normalized over the instruction's words: the colour word can
+    outweigh the template's words; starts as the mean)."""
+    keypoints: int = 0
+    """Spatial-softmax keypoints (expected x, y of each of this many feature maps) read from the
+    instruction-conditioned half-resolution map; with `queried_keypoints` they make the last of
+    the `image_seq_len` image tokens (the others are the dense projection's); 0: none."""
+    queried_keypoints: int = 0
+    """Keypoints the instruction asks for: each of this many queries (a linear map of the pooled
+    instruction words) scores every pixel of the half-resolution map by a dot product; the
+    softmax over pixels gives where the named thing is (its expected x, y) and what is there
+    (the expected feature), in the keypoint token (see `keypoints`); 0: none."""
+    first_bin_id: int = -1
+    """Id of the first of `num_bins` consecutive bin tokens (the state and action tokens); when
+    >= 0, each bin token's embedding gets a learnt function of the bin's value added, so that
+    neighbouring bins start out alike (an ordinal embedding); -1: plain token embeddings."""
+    num_bins: int = 256
     use_cache: bool = True
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
         if self.image_size % 8:
             raise ValueError(f"image_size must be a multiple of 8, got {self.image_size}")
+        if self.word_pooling not in WORD_POOLINGS:
+            raise ValueError(
+                f"unknown word_pooling {self.word_pooling!r}; expected one of {WORD_POOLINGS}"
+            )
+        if self.keypoints < 0 or self.queried_keypoints < 0:
+            raise ValueError(
+                f"keypoints and queried_keypoints must be >= 0, got {self.keypoints} and "
+                f"{self.queried_keypoints}"
+            )
+        if (self.keypoints or self.queried_keypoints) and self.image_seq_len < 2:
+            raise ValueError(
+                f"image_seq_len must be >= 2 with keypoints (one dense token and the keypoint "
+                f"token), got {self.image_seq_len}"
+            )
         if not 0 < self.first_word_id < self.word_vocab_size:
             raise ValueError(
                 f"need 0 < first_word_id < word_vocab_size, got {self.first_word_id} and "
@@ -112,27 +147,110 @@ class InstructedVision(nn.Module):
         self.stem = nn.Conv2d(3, c, 3, padding=1)
         self.words = nn.Embedding(config.word_vocab_size, config.film_dim)
         self.film = nn.Linear(config.film_dim, 2 * c)
+        self.word_scores = (
+            nn.Embedding(config.word_vocab_size, 1) if config.word_pooling == "weighted" else None
+        )
         self.trunk = strided_conv_trunk(c)
+        self.keypoints = SpatialSoftmax(c, config.keypoints) if config.keypoints else None
+        queried = config.queried_keypoints
+        self.queries = nn.Linear(config.film_dim, queried * c) if queried else None
+        width = 2 * config.keypoints + queried * (2 + c)
+        self.keypoint_proj = nn.Linear(width, hidden_size) if width else None
+        self.dense_tokens = config.image_seq_len - (1 if width else 0)
         side = config.image_size // 8
-        self.image_proj = nn.Linear(2 * c * side * side, config.image_seq_len * hidden_size)
+        self.image_proj = nn.Linear(2 * c * side * side, self.dense_tokens * hidden_size)
 
     def instruction_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Mean embedding [B, film_dim] of the word tokens in each row of `token_ids` [B, L]."""
+        """Pooled embedding [B, film_dim] of the word tokens in each row of `token_ids` [B, L]:
+        their mean, or their softmax-weighted mean under `word_pooling="weighted"`."""
         is_word = (token_ids >= self.first_word_id) & (token_ids < self.word_vocab_size)
-        vectors = self.words(token_ids.clamp(0, self.word_vocab_size - 1))
-        weights = is_word.to(vectors.dtype)[..., None]
-        return (vectors * weights).sum(1) / weights.sum(1).clamp(min=1)
+        ids = token_ids.clamp(0, self.word_vocab_size - 1)
+        vectors = self.words(ids)
+        if self.word_scores is None:
+            weights = is_word.to(vectors.dtype)[..., None]
+            return (vectors * weights).sum(1) / weights.sum(1).clamp(min=1)
+        scores = self.word_scores(ids).squeeze(-1).masked_fill(~is_word, float("-inf"))
+        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # a row without words: zeros
+        return (vectors * weights[..., None]).sum(1)
 
     def forward(self, pixel_values: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         if pixel_values.dim() == 5:  # [B, images=1, C, H, W], the processors' layout
             pixel_values = pixel_values.flatten(0, 1)
-        gamma, beta = self.film(self.instruction_embedding(token_ids)).chunk(2, dim=-1)
+        words = self.instruction_embedding(token_ids)
+        gamma, beta = self.film(words).chunk(2, dim=-1)
         x = self.stem(pixel_values)
         # FiLM then ReLU at full resolution, the tower's most memory-bound step: one fused
         # multiply-add and an in-place ReLU (`act` 1.17x faster at batch 32 than x * (1 + g) + b).
         x = F.relu(torch.addcmul(beta[:, :, None, None], x, 1 + gamma[:, :, None, None]), True)
-        x = self.trunk(x).flatten(1)
-        return self.image_proj(x).view(-1, self.image_seq_len, self.hidden_size)
+        half = self.trunk[:2](x)  # the first stride-2 conv: the half-resolution map
+        tokens = self.image_proj(self.trunk[2:](half).flatten(1))
+        tokens = tokens.view(-1, self.dense_tokens, self.hidden_size)
+        points = []
+        if self.keypoints is not None:
+            points.append(self.keypoints(half))
+        if self.queries is not None:
+            points.append(queried_keypoints(half, self.queries(words)))
+        if points:  # a token of their own: the dense tokens' scale would drown them
+            point_token = self.keypoint_proj(torch.cat(points, dim=1))[:, None]
+            tokens = torch.cat([tokens, point_token], dim=1)
+        return tokens
+
+
+def pixel_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """[h * w, 2]: each pixel's (x, y) in [-1, 1], row by row."""
+    ys = torch.linspace(-1.0, 1.0, h, device=like.device, dtype=like.dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=like.device, dtype=like.dtype)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)
+
+
+def queried_keypoints(features: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Maps [B, C, H, W] and queries [B, Q * C] -> [B, Q * (2 + C)]: per query, the expected
+    (x, y) and the expected feature under the softmax over pixels of query . feature / sqrt(C)."""
+    b, c, h, w = features.shape
+    flat = features.flatten(2)  # [B, C, HW]
+    scores = queries.view(b, -1, c) @ flat / math.sqrt(c)  # [B, Q, HW]
+    probs = torch.softmax(scores.float(), dim=-1).to(features.dtype)
+    where = probs @ pixel_grid(h, w, features)  # [B, Q, 2]
+    what = probs @ flat.transpose(1, 2)  # [B, Q, C]
+    return torch.cat([where, what], dim=-1).flatten(1)
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature maps -> the expected (x, y) in [-1, 1] of `keypoints` learnt 1x1-conv maps, each
+    taken as a distribution over the pixels (Levine et al. 2016; robomimic's image encoders):
+    where a feature is, to a fraction of a pixel, in a few numbers a dense layer can use."""
+
+    def __init__(self, channels: int, keypoints: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        logits = self.conv(x).flatten(2) / self.log_temperature.exp()  # [B, K, H*W]
+        probs = torch.softmax(logits.float(), dim=-1).to(x.dtype)
+        return (probs @ pixel_grid(h, w, x)).flatten(1)  # [B, 2K]: x, y of each keypoint
+
+
+class BinFeatures(nn.Module):
+    """Bin token ids -> a learnt function of the bin's value (its position in [-1, 1] and a few
+    of its Fourier features), added to those tokens' embeddings so neighbouring bins share what
+    they learn: the state and the actions are numbers, not names."""
+
+    def __init__(self, first_bin_id: int, num_bins: int, hidden_size: int, frequencies: int = 8):
+        super().__init__()
+        self.first_bin_id, self.num_bins = first_bin_id, num_bins
+        self.frequencies = frequencies
+        self.proj = nn.Linear(1 + 2 * frequencies, hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        offset = input_ids - self.first_bin_id
+        is_bin = (offset >= 0) & (offset < self.num_bins)
+        value = (2.0 * offset.clamp(0, self.num_bins - 1) / (self.num_bins - 1) - 1.0)[..., None]
+        angles = value * math.pi * torch.arange(1, self.frequencies + 1, device=value.device)
+        features = torch.cat([value, angles.sin(), angles.cos()], dim=-1)
+        added = self.proj(features.to(inputs_embeds.dtype)) * is_bin[..., None]
+        return inputs_embeds + added
 
 
 class AutodidactVLMPreTrainedModel(PreTrainedModel):
@@ -147,7 +265,9 @@ class AutodidactVLMPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         """The vision keeps PyTorch's default initialization (as the measured design had); the
         language model gets transformers' usual one."""
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and getattr(module, "_torch_init", False):
+        if getattr(module, "_zero_init", False):
+            init.zeros_(module.weight)
+        elif isinstance(module, (nn.Conv2d, nn.Linear)) and getattr(module, "_torch_init", False):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             fan_in = module.weight[0].numel()
             bound = 1 / math.sqrt(fan_in)
@@ -167,7 +287,14 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         self.vision = InstructedVision(config, text.hidden_size)
         for module in self.vision.modules():
             module._torch_init = True
+        if self.vision.word_scores is not None:
+            self.vision.word_scores._zero_init = True  # equal scores: the mean to begin with
         self.language_model = AutoModel.from_config(text)
+        self.bin_features = (
+            BinFeatures(config.first_bin_id, config.num_bins, text.hidden_size)
+            if config.first_bin_id >= 0
+            else None
+        )
         self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
         self.post_init()
 
@@ -225,6 +352,8 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         past_key_values = kwargs.pop("cache", past_key_values)
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
+            if self.bin_features is not None:
+                inputs_embeds = self.bin_features(input_ids, inputs_embeds)
         if pixel_values is not None:
             if input_ids is None:
                 raise ValueError("pixel_values need input_ids to place the image tokens")

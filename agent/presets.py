@@ -1,7 +1,9 @@
 """Built-in model presets: typed configs for the policies built from scratch.
 
 `tiny`, `tiny_vision` and `small` build the instruction-aware policy (`agent.model`, the
-default); `idefics3_tiny`, `idefics3_tiny_vision` and `idefics3_small` build small Idefics3
+default); `tiny_keypoints` is `tiny` with the manipulation levers (spatial-softmax and
+instruction-queried keypoints, weighted word pooling, ordinal bin embeddings; BENCHMARKS.md,
+"Manipulation levers", measures them); `idefics3_tiny`, `idefics3_tiny_vision` and `idefics3_small` build small Idefics3
 (SmolVLM architecture) models, kept for comparison.
 """
 
@@ -28,9 +30,18 @@ class PolicyPreset:
     vision_channels: int = 32
     """autodidact_vlm: width of the conv stem (the last map has twice as many channels)."""
     image_tokens: int = 4
-    """autodidact_vlm: image tokens per image in the prompt."""
+    """autodidact_vlm: dense image tokens per image in the prompt (a keypoint token follows them
+    when the preset has keypoints)."""
     film_dim: int = 32
     """autodidact_vlm: width of the instruction's bag-of-words embedding for FiLM."""
+    word_pooling: str = "mean"
+    """autodidact_vlm: `mean` or `weighted` pooling of the instruction's words for FiLM."""
+    keypoints: int = 0
+    """autodidact_vlm: spatial-softmax keypoints added to the image tokens (0: none)."""
+    queried_keypoints: int = 0
+    """autodidact_vlm: keypoints the instruction asks for (see `agent.model`; 0: none)."""
+    bin_features: bool = False
+    """autodidact_vlm: ordinal embeddings for the state and action bin tokens."""
     patch_size: int = 8
     """idefics3: vision patch side; (image_size / patch_size)^2 patches enter the encoder."""
     scale_factor: int = 2
@@ -56,7 +67,7 @@ class PolicyPreset:
         """Number of `<image>` tokens per image in the prompt."""
         if self.architecture == "idefics3":
             return (self.image_size // self.patch_size) ** 2 // self.scale_factor**2
-        return self.image_tokens
+        return self.image_tokens + (1 if self.keypoints or self.queried_keypoints else 0)
 
 
 _TINY = PolicyPreset(name="tiny")
@@ -80,6 +91,8 @@ _IDEFICS3_SMALL = replace(
     vision_intermediate=576,
 )
 
+_MANIPULATION = dict(word_pooling="weighted", keypoints=32, queried_keypoints=4, bin_features=True)
+
 PRESETS: dict[str, PolicyPreset] = {
     "tiny": _TINY,
     "tiny_vision": replace(_TINY, name="tiny_vision", use_state=False),
@@ -89,6 +102,7 @@ PRESETS: dict[str, PolicyPreset] = {
         _TINY, name="idefics3_tiny_vision", architecture="idefics3", use_state=False
     ),
     "idefics3_small": _IDEFICS3_SMALL,
+    "tiny_keypoints": replace(_TINY, name="tiny_keypoints", **_MANIPULATION),
 }
 
 

@@ -16,6 +16,7 @@ Usage: python bench/sft_grounding.py [--preset tiny] [--tasks reach [push ...]] 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -24,6 +25,7 @@ import torch
 
 import envs
 from agent.policy import Policy
+from agent.presets import get_preset
 from train.collect.episodes import Job, all_goal_jobs, collect_episodes
 from train.results.diagnostics import input_reliance
 from train.results.evaluate import evaluate, task_name
@@ -71,6 +73,24 @@ def direction_agreement(policy, validation) -> dict[str, float | None]:
     return out
 
 
+def approach(episode):
+    """The episode's steps before its first closing command (None when it closes at once)."""
+    closes = np.flatnonzero(episode.actions[:, 3] > 0)
+    t = int(closes[0]) if closes.size else episode.length
+    if t == 0:
+        return None
+    return dataclasses.replace(
+        episode,
+        actions=episode.actions[:t],
+        action_bins=episode.action_bins[:t],
+        logprobs=episode.logprobs[:t],
+        rewards=episode.rewards[:t],
+        states=episode.states[: t + 1],
+        frames=episode.frames[: t + 1],
+        step_info={k: v[:t] for k, v in episode.step_info.items()},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
@@ -80,13 +100,22 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100, help="held-out seeds per task")
     parser.add_argument("--recipes", type=recipe, nargs="+", default=[(32, 600), (8, 2400)])
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--augment-shift", type=int, default=0, help="SFTConfig.augment_shift")
     parser.add_argument(
         "--goals",
         choices=("drawn", "all"),
         default="drawn",
         help="demos of each seed's drawn goal, or of every goal of its scene (same demo count)",
     )
+    parser.add_argument(
+        "--approach-weight",
+        type=int,
+        default=1,
+        help="train on each demo's steps before the fingers first close this many times",
+    )
+    parser.add_argument("--save", default=None, help="save each trained policy to SAVE/BxS")
     args = parser.parse_args()
+    size = get_preset(args.preset).image_size
 
     tasks = [envs.resolve(t) for t in args.tasks]
     jobs, held = [], []
@@ -96,14 +125,20 @@ def main() -> None:
         else:
             jobs += [Job(task, s) for s in range(args.demos)]
         held += [Job(task, VALIDATION_SEED_BASE + s) for s in range(args.validation_demos)]
-    demos = collect_episodes(jobs, "expert", num_envs=16)
+    demos = collect_episodes(jobs, "expert", num_envs=16, image_size=size)
     demos = [e for e in demos if e.is_success]
-    validation = collect_episodes(held, "expert", num_envs=16)
+    validation = collect_episodes(held, "expert", num_envs=16, image_size=size)
+    demos += [p for e in demos for p in [approach(e)] * (args.approach_weight - 1) if p]
     random, _ = evaluate("random", tasks, args.episodes)
     print(json.dumps({"random_success": {t: random[t].success_rate for t in tasks}}), flush=True)
     for batch_size, steps in args.recipes:
         config = SFTConfig(
-            lr=args.lr, batch_size=batch_size, epochs=10**6, max_steps=steps, warmup_steps=50
+            lr=args.lr,
+            batch_size=batch_size,
+            epochs=10**6,
+            max_steps=steps,
+            warmup_steps=50,
+            augment_shift=args.augment_shift,
         )
         policy = Policy.from_preset(args.preset, seed=0)
         start = time.perf_counter()
@@ -111,7 +146,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         diag = input_reliance(policy, validation)
         diag.update(direction_agreement(policy, validation))
-        results, _ = evaluate(policy, tasks, args.episodes)
+        results, _ = evaluate(policy, tasks, args.episodes, image_size=size)
+        if args.save:
+            policy.save_pretrained(f"{args.save}/{batch_size}x{steps}")
         row = {
             "preset": args.preset,
             "demos": len(demos),
@@ -120,6 +157,7 @@ def main() -> None:
             "batch_size": batch_size,
             "optimizer_steps": steps,
             "train_seconds": round(seconds, 1),
+            "augment_shift": args.augment_shift,
             "train_ce": round(metrics["train/sft_loss"], 3),
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in diag.items()},
             **{

@@ -34,6 +34,7 @@ def batch():
 def test_presets_are_sized_as_specified():
     sizes = {name: Policy.from_preset(name).num_parameters() for name in PRESETS}
     assert 4e6 <= sizes["tiny"] <= 7e6 and sizes["tiny_vision"] == sizes["tiny"]
+    assert sizes["tiny"] <= sizes["tiny_keypoints"] <= 1.05 * sizes["tiny"]
     assert 10e6 <= sizes["small"] <= 30e6
     assert 1e6 <= sizes["idefics3_tiny"] <= 5e6
     assert 10e6 <= sizes["idefics3_small"] <= 30e6
