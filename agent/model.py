@@ -81,8 +81,8 @@ class AutodidactVLMConfig(PreTrainedConfig):
     outweigh the template's words; starts as the mean)."""
     keypoints: int = 0
     """Spatial-softmax keypoints (expected x, y of each of this many feature maps) read from the
-    instruction-conditioned half-resolution map; with `queried_keypoints` they make the last of
-    the `image_seq_len` image tokens (the others are the dense projection's); 0: none."""
+    instruction-conditioned half-resolution map. These and the `queried_keypoints` make the last
+    of the `image_seq_len` image tokens (the others are the dense projection's); 0: none."""
     queried_keypoints: int = 0
     """Keypoints the instruction asks for: each of this many queries (a linear map of the pooled
     instruction words) scores every pixel of the half-resolution map by a dot product; the
@@ -226,7 +226,7 @@ class SpatialSoftmax(nn.Module):
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
+        h, w = x.shape[-2:]
         logits = self.conv(x).flatten(2) / self.log_temperature.exp()  # [B, K, H*W]
         probs = torch.softmax(logits.float(), dim=-1).to(x.dtype)
         return (probs @ pixel_grid(h, w, x)).flatten(1)  # [B, 2K]: x, y of each keypoint

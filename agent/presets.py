@@ -37,7 +37,7 @@ class PolicyPreset:
     word_pooling: str = "mean"
     """autodidact_vlm: `mean` or `weighted` pooling of the instruction's words for FiLM."""
     keypoints: int = 0
-    """autodidact_vlm: spatial-softmax keypoints added to the image tokens (0: none)."""
+    """autodidact_vlm: spatial-softmax keypoints, in an image token of their own (0: none)."""
     queried_keypoints: int = 0
     """autodidact_vlm: keypoints the instruction asks for (see `agent.model`; 0: none)."""
     bin_features: bool = False

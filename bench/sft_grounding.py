@@ -16,7 +16,6 @@ Usage: python bench/sft_grounding.py [--preset tiny] [--tasks reach [push ...]] 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 
@@ -32,6 +31,7 @@ from train.results.evaluate import evaluate, task_name
 from train.updates.batching import chunks, episode_steps
 from train.updates.config import SFTConfig
 from train.updates.sft import sft_update
+from verifiers.relabel import episode_prefix
 
 VALIDATION_SEED_BASE = 500_000
 """Demonstrations for the image-reliance measurement: seeds disjoint from training and evaluation."""
@@ -79,16 +79,7 @@ def approach(episode):
     t = int(closes[0]) if closes.size else episode.length
     if t == 0:
         return None
-    return dataclasses.replace(
-        episode,
-        actions=episode.actions[:t],
-        action_bins=episode.action_bins[:t],
-        logprobs=episode.logprobs[:t],
-        rewards=episode.rewards[:t],
-        states=episode.states[: t + 1],
-        frames=episode.frames[: t + 1],
-        step_info={k: v[:t] for k, v in episode.step_info.items()},
-    )
+    return episode_prefix(episode, t)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def relabel(episodes: Sequence[Episode]) -> list[Episode]:
         for k, (instruction, t) in enumerate(goals.items()):
             relabelled.append(
                 replace(
-                    _prefix(episode, t),
+                    episode_prefix(episode, t),
                     instruction=instruction,
                     is_success=True,
                     truncated=False,
@@ -51,7 +51,7 @@ def relabel(episodes: Sequence[Episode]) -> list[Episode]:
     return relabelled
 
 
-def _prefix(episode: Episode, t: int) -> Episode:
+def episode_prefix(episode: Episode, t: int) -> Episode:
     """The first `t` steps of `episode` (frames and states through the observation after step t)."""
     if not 1 <= t <= episode.length:
         raise ValueError(
