@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from train.campaign.typed_config import ConfigError, apply_overrides, from_dict, load_toml
 from train.updates import UPDATES
@@ -13,6 +14,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 OPTIMIZERS = tuple(UPDATES)
 ROLLOUT_DTYPES = ("float32", "bfloat16")
 BACKENDS = ("local", "ray")
+VECTORIZATIONS = ("sync", "async")
 
 
 @dataclass
@@ -149,8 +151,21 @@ class CampaignConfig:
 
         for task in self.tasks:
             envs.resolve(task)  # a ValueError listing the known tasks
-        if self.rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        for key, value, least in self._counts():
+            if value < least:
+                raise ValueError(f"{key} must be >= {least}, got {value}")
+        if self.organize.replay_rounds < -1 or self.organize.replay_rounds == 0:
+            raise ValueError(
+                f"organize.replay_rounds must be -1 (all rounds) or >= 1, got "
+                f"{self.organize.replay_rounds}"
+            )
+        if self.collect.vectorization not in VECTORIZATIONS:
+            raise ValueError(
+                f"collect.vectorization={self.collect.vectorization!r} is not supported; "
+                f"expected one of {VECTORIZATIONS}"
+            )
+        if self.collect.temperature <= 0:
+            raise ValueError(f"collect.temperature must be > 0, got {self.collect.temperature}")
         unknown = [name for name in self.optimize.sequence if name not in OPTIMIZERS]
         if unknown:
             raise ValueError(
@@ -161,9 +176,7 @@ class CampaignConfig:
                 f"collect.dtype={self.collect.dtype!r} is not supported; expected one of "
                 f"{ROLLOUT_DTYPES}"
             )
-        for where, update in [("demos.sft", self.demos.sft)] + [
-            (f"optimize.{name}", getattr(self.optimize, name)) for name in OPTIMIZERS
-        ]:
+        for where, update in self._updates():
             if update.seed != 0:
                 raise ValueError(
                     f"{where}.seed={update.seed} would have no effect: a campaign seeds every "
@@ -184,17 +197,7 @@ class CampaignConfig:
                 f"collect.backend={self.collect.backend!r} is not supported; expected one of "
                 f"{BACKENDS}"
             )
-        if self.collect.chunk_episodes < 1:
-            raise ValueError(
-                f"collect.chunk_episodes must be >= 1, got {self.collect.chunk_episodes}"
-            )
         r = self.ray
-        if r.num_workers < 1:
-            raise ValueError(f"ray.num_workers must be >= 1, got {r.num_workers}")
-        if r.envs_per_worker < 0:
-            raise ValueError(
-                f"ray.envs_per_worker must be >= 0 (0: collect.num_envs), got {r.envs_per_worker}"
-            )
         if r.cpus_per_worker < 0 or r.gpus_per_worker < 0:
             raise ValueError(
                 f"ray.cpus_per_worker={r.cpus_per_worker} and ray.gpus_per_worker="
@@ -212,6 +215,33 @@ class CampaignConfig:
                 check_name(name)
             except ValueError as err:
                 raise ValueError(f"verify.verifiers: {err}") from None
+
+    def _counts(self) -> list[tuple[str, int, int]]:
+        """(key, value, least allowed value) of every count and size in the config."""
+        c, r = self.collect, self.ray
+        counts = [
+            ("rounds", self.rounds, 0),
+            ("image_size", self.image_size, 8),
+            ("demos.episodes_per_task", self.demos.episodes_per_task, 1),
+            ("collect.episodes_per_task", c.episodes_per_task, 1),
+            ("collect.group_size", c.group_size, 1),
+            ("collect.num_envs", c.num_envs, 1),
+            ("collect.top_k", c.top_k, 0),
+            ("collect.chunk_episodes", c.chunk_episodes, 1),
+            ("ray.num_workers", r.num_workers, 1),
+            ("ray.envs_per_worker", r.envs_per_worker, 0),
+            ("eval.episodes_per_task", self.eval.episodes_per_task, 1),
+            ("eval.videos_per_task", self.eval.videos_per_task, 0),
+        ]
+        for where, update in self._updates():
+            if update.max_steps is not None:
+                counts.append((f"{where}.max_steps", update.max_steps, 1))
+        return counts
+
+    def _updates(self) -> list[tuple[str, Any]]:
+        return [("demos.sft", self.demos.sft)] + [
+            (f"optimize.{name}", getattr(self.optimize, name)) for name in OPTIMIZERS
+        ]
 
     # ---- every seed of a campaign, derived here from `seed` ----------------------------------
 

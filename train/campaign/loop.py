@@ -35,12 +35,13 @@ from agent import Policy
 from agent.runtime import adapt_threads, available_cpus, requested_threads
 from train.campaign.config import CampaignConfig
 from train.campaign.runlog import RunLog, atomic_write_text
-from train.campaign.typed_config import dump_toml, to_dict
+from train.campaign.typed_config import ConfigError, dump_toml, to_dict
 from train.collect.chunks import make_chunks, make_collector
 from train.collect.episodes import Job
 from train.collect.store import EpisodeStore
 from train.collect.workers import task_modules
 from train.organize import round_data as organize
+from train.paths import OutputPathError, check_output_dir, enclosing_campaign
 from train.progress import progress_bar
 from train.results.diagnostics import input_reliance
 from train.results.evaluate import eval_metrics, evaluate, task_name, write_video
@@ -73,8 +74,23 @@ class Campaign:
 
     # ---- the loop -------------------------------------------------------------------------
 
+    def check(self) -> None:
+        """What the campaign needs before any work, so that a run that cannot start leaves
+        nothing behind: a directory it can write, not inside another campaign's, and (until
+        the seed round is done) a policy preset or model directory that loads."""
+        check_output_dir(self.out, "campaign directory")
+        outer = enclosing_campaign(self.out)
+        if outer is not None:
+            raise OutputPathError(
+                f"campaign directory {str(self.out)!r} lies inside the campaign {str(outer)!r}; "
+                "choose a directory outside it"
+            )
+        if not self._checkpoint(0).exists():
+            check_policy_source(self.config.policy.preset)
+
     def run(self) -> dict[str, Any]:
         cfg = self.config
+        self.check()
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.toml", dump_toml(to_dict(cfg)) + "\n")
         threads = adapt_threads(force=True)
@@ -302,6 +318,44 @@ class Campaign:
         ]  # fmt: skip
         parts = [f"{key.split('/', 1)[1]}={_fmt(record[key])}" for key in keys if key in record]
         log.info("round %d: %s", k, " ".join(parts))
+
+
+def check_policy_source(preset: str) -> None:
+    """`policy.preset` is a built-in preset, or a directory whose config.json loads as a model
+    family the policy supports; ConfigError naming it otherwise (before any demonstration)."""
+    from agent.presets import PRESETS
+
+    expected = f"expected a built-in preset ({', '.join(PRESETS)}) or a local model directory"
+    path = Path(preset).expanduser()
+    if not path.exists():
+        if preset in PRESETS:
+            return
+        looks_like_path = "/" in preset or preset.startswith((".", "~"))
+        problem = "no such directory" if looks_like_path else "unknown policy preset"
+        raise ConfigError(f"policy.preset={preset!r}: {problem}; {expected}")
+    if not path.is_dir():
+        raise ConfigError(f"policy.preset={preset!r} is a file; {expected}")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(
+            f"policy.preset={preset!r}: {str(config_file)!r} not found; {expected} "
+            "(saved with save_pretrained)"
+        )
+    from transformers import AutoConfig
+
+    from agent.checkpoint import get_family
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (ValueError, KeyError, OSError) as err:
+        reason = " ".join(str(err).split())
+        raise ConfigError(
+            f"policy.preset={preset!r}: {str(config_file)!r} does not load ({reason})"
+        ) from None
+    try:
+        get_family(config.model_type, str(path))
+    except ValueError as err:
+        raise ConfigError(f"policy.preset={preset!r}: {err}") from None
 
 
 def _input_reliance(policy: Policy, episodes: list[Episode], seed: int) -> dict[str, float]:

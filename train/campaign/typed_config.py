@@ -91,7 +91,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"[{where or 'top level'}]: {err}") from err
+        # A section's own check names keys within it; the top level's name their full keys.
+        raise ConfigError(f"[{where}]: {err}" if where else str(err)) from err
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

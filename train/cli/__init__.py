@@ -143,12 +143,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("envs", "expert", "new-task", "check-task"):
             from train.cli import expert
 
-            return expert.main(args)
-        from train.cli import commands
+            code = expert.main(args)
+        else:
+            from train.cli import commands
 
-        return getattr(commands, args.command)(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as err:
-        # Bad input (a config key, a task name, a path): say what is wrong, without a traceback.
+            code = getattr(commands, args.command)(args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`autodidact envs | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ValueError, OSError) as err:
+        # Bad input (a config key, a task name, a path one cannot write, a full disk): say what
+        # is wrong, without a traceback.
         if os.environ.get("AUTODIDACT_DEBUG"):
             raise
         print(f"autodidact {args.command}: error: {err}", file=sys.stderr)

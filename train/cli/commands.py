@@ -118,8 +118,10 @@ def eval(args: argparse.Namespace) -> int:
 
     _setup_logging()
     task_ids = [envs.resolve(t) for t in (args.tasks or envs.TASK_IDS)]
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    for flag, value in [("--episodes", args.episodes), ("--num-envs", args.num_envs),
+                        ("--chunk-episodes", args.chunk_episodes)]:  # fmt: skip
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     policy = Policy.from_pretrained(args.checkpoint, device=args.device)
     adapt_threads(force=True)
     results, episodes = evaluate(
@@ -151,8 +153,10 @@ def eval(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace) -> int:
+    from train.paths import check_output_file
     from train.results.plots import is_seed_sweep, plot_campaign, plot_comparison, plot_seeds
 
+    check_output_file(args.output)
     if len(args.run_dirs) == 1 and is_seed_sweep(args.run_dirs[0]):
         out = plot_seeds(args.run_dirs[0], args.output)
     elif len(args.run_dirs) == 1:

@@ -60,6 +60,7 @@ import pyarrow.parquet as pq
 import envs
 from train.campaign.runlog import RunLog
 from train.collect.store import EpisodeStore
+from train.paths import check_can_create
 from verifiers.episode import Episode
 
 FORMATS = ("lerobot",)
@@ -110,6 +111,7 @@ def export_lerobot(
             f"output {str(out_dir)!r} already exists and is not an empty directory; "
             "choose a new --out (nothing was written)"
         )
+    check_can_create(out_dir, "--out")
     if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
         raise ValueError(f"fps must be a positive int, got {fps!r}")
     task_ids = None if tasks is None else [envs.resolve(t) for t in tasks]
