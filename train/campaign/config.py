@@ -275,7 +275,25 @@ def load_campaign_config(
     if path is not None:
         _merge(data, load_toml(path))
     apply_overrides(data, list(overrides or []))
-    return from_dict(CampaignConfig, data)
+    try:
+        return from_dict(CampaignConfig, data)
+    except ConfigError as err:
+        if path is None or overrides:
+            raise
+        raise ConfigError(f"{str(path)!r}: {err}") from None
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """`key: A -> B` for every key whose value differs between two resolved configs (dicts)."""
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            lines += config_differences(x, y, f"{name}.")
+        elif x != y:
+            lines.append(f"{name}: {x!r} -> {y!r}")
+    return lines
 
 
 def _merge(base: dict, top: dict) -> None:

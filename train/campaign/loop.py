@@ -93,6 +93,7 @@ class Campaign:
         self.check()
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.toml", dump_toml(to_dict(cfg)) + "\n")
+        self.runlog.rebuild_tensorboard()
         threads = adapt_threads(force=True)
         fixed = "fixed by AUTODIDACT_THREADS / OMP_NUM_THREADS" if requested_threads() else "auto"
         log.info("torch threads: %d of %d CPUs (%s)", threads, available_cpus(), fixed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; a line that is not a JSON object is named with its file."""
+    path = Path(path)
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{str(path)!r} line {n} is not JSON: {err}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{str(path)!r} line {n} is not a JSON object: {line[:80]!r}")
+        records.append(record)
+    return records
+
+
 class RunLog:
     """The records of one campaign directory."""
 
@@ -38,9 +56,14 @@ class RunLog:
     def rows(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
             return []
-        return [
-            json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()
-        ]
+        rows = read_jsonl(self.metrics_path)
+        for n, row in enumerate(rows, 1):
+            if isinstance(row.get("round"), bool) or not isinstance(row.get("round"), int):
+                raise ValueError(
+                    f"{str(self.metrics_path)!r} record {n} has no integer 'round': "
+                    f"{json.dumps(row)[:80]}"
+                )
+        return rows
 
     def has_round(self, k: int) -> bool:
         return any(row["round"] == k for row in self.rows())
@@ -52,16 +75,20 @@ class RunLog:
         rows.sort(key=lambda row: row["round"])
         atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in rows))
         atomic_write_text(self.out / "state.json", json.dumps({"completed_round": k}) + "\n")
-        self._tensorboard(k, record)
+        _tensorboard(self.out / "tb", [{"round": k, **record}])
 
-    def _tensorboard(self, k: int, record: dict[str, Any]) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(self.out / "tb"))
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                writer.add_scalar(key, value, global_step=k)
-        writer.close()
+    def rebuild_tensorboard(self) -> None:
+        """Make `tb/` hold exactly the rounds of metrics.jsonl, each once (a resume starts here:
+        a kill between the two writes of `append`, or a metrics.jsonl rebuilt after it was lost,
+        would otherwise leave a round missing or twice)."""
+        tb, tmp = self.out / "tb", self.out / ".tb.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        rows = self.rows()
+        if rows:
+            _tensorboard(tmp, rows)
+        shutil.rmtree(tb, ignore_errors=True)
+        if rows:
+            tmp.rename(tb)
 
     def save_partial(self, k: int, record: dict[str, Any]) -> None:
         """Round k's record before evaluation, so a resume after its checkpoint keeps it."""
@@ -69,7 +96,7 @@ class RunLog:
 
     def partial(self, k: int) -> dict[str, Any]:
         path = self.out / "partial" / f"round_{k}.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_jsonl(path)[0] if path.is_file() else {}
 
     def write_verdicts(self, k: int, verdicts: list[Verdict]) -> None:
         lines = "".join(json.dumps(dataclasses.asdict(v)) + "\n" for v in verdicts)
@@ -79,9 +106,7 @@ class RunLog:
         path = self.out / "verdicts" / f"round_{k}.jsonl"
         if not path.is_file():
             return []
-        return [
-            Verdict(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()
-        ]
+        return [Verdict(**record) for record in read_jsonl(path)]
 
     def write_eval_outcomes(self, k: int, episodes: list) -> None:
         """Round k's held-out episodes, one line each (task, seed, success, length): what a paired
@@ -108,7 +133,7 @@ class RunLog:
                 "outcomes (campaigns record them from this version on; evaluate its checkpoint "
                 "with `autodidact eval` instead)"
             )
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(path)
 
     def summary_table(self, task_ids: list[str]) -> str:
         """Markdown: per task (and pooled), seed-policy success -> final success with 95% intervals,
@@ -128,6 +153,18 @@ class RunLog:
             )
         lines += ["", _change_sentence(first, last)]
         return "\n".join(lines)
+
+
+def _tensorboard(log_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """The numeric metrics of `rows` as TensorBoard scalars, each at its round."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+    for row in rows:
+        for key, value in row.items():
+            if key != "round" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(key, value, global_step=row["round"])
+    writer.close()
 
 
 def _change_sentence(first: dict[str, Any], last: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from train.campaign.typed_config import ConfigError, dump_toml, to_dict
+from train.campaign.typed_config import ConfigError, to_dict
 
 
 def _setup_logging() -> None:
@@ -46,7 +46,7 @@ def _run_campaign(
 ) -> None:
     """Start a campaign in `out`, or (`resume`) continue the one there, checking that a config
     given again (file, preset or overrides) is the stored one."""
-    from train.campaign.config import load_campaign_config
+    from train.campaign.config import config_differences, load_campaign_config
     from train.campaign.loop import Campaign
 
     stored = out / "config.toml"
@@ -58,10 +58,12 @@ def _run_campaign(
         resolved = load_campaign_config(stored)
         if config or preset or overrides:
             asked = load_campaign_config(config, preset, overrides)
-            if dump_toml(to_dict(asked)) != dump_toml(to_dict(resolved)):
+            differences = config_differences(to_dict(resolved), to_dict(asked))
+            if differences:
                 raise ConfigError(
-                    f"--resume continues {str(out)!r} with its stored config.toml; the config given now "
-                    "differs from it (start a new --out, or resume without a config)"
+                    f"--resume continues {str(out)!r} with its stored config.toml; the config given "
+                    f"now differs from it in {'; '.join(differences)} (stored -> given; start a "
+                    "new --out, or resume without a config)"
                 )
     else:
         if stored.is_file():

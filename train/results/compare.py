@@ -68,32 +68,70 @@ def load_side(spec: str) -> Side:
 
 
 def compare_sides(a: Side, b: Side) -> dict[str, Any]:
-    """B - A per task and pooled (tasks both sides evaluated; seeds both evaluated)."""
-    tasks = sorted({t for t, _ in a.outcomes} & {t for t, _ in b.outcomes})
+    """B - A per task and pooled, over the tasks both sides evaluated and, within each, the
+    seeds both evaluated; `notes` name every task and seed left out, and `mean_over` the tasks
+    the mean pools."""
+    tasks_a, tasks_b = {t for t, _ in a.outcomes}, {t for t, _ in b.outcomes}
+    tasks = sorted(tasks_a & tasks_b)
+    notes = [
+        f"{task_name(task)}: only {side.label} evaluated it; left out of the comparison"
+        for side, only in ((a, tasks_a - tasks_b), (b, tasks_b - tasks_a))
+        for task in sorted(only)
+    ]
     if not tasks:
-        raise ValueError(f"{a.label} and {b.label} share no evaluated task: nothing to pair")
-    per_task, strata, notes = {}, [], []
+        raise ValueError(
+            f"{a.label} and {b.label} share no evaluated task: nothing to pair (A: "
+            f"{_names(tasks_a)}; B: {_names(tasks_b)})"
+        )
+    per_task, strata = {}, []
     for task in tasks:
         seeds_a = {s for t, s in a.outcomes if t == task}
         seeds_b = {s for t, s in b.outcomes if t == task}
         seeds = sorted(seeds_a & seeds_b)
+        if not seeds:
+            notes.append(
+                f"{task_name(task)}: no held-out seed in common (A: {_seeds(seeds_a)}, B: "
+                f"{_seeds(seeds_b)}); left out of the comparison"
+            )
+            continue
         if seeds_a != seeds_b:
             notes.append(
                 f"{task_name(task)}: {len(seeds_a)} and {len(seeds_b)} held-out seeds; "
                 f"paired on the {len(seeds)} both have"
             )
-        if not seeds:
-            continue
         pair = ([a.outcomes[task, s] for s in seeds], [b.outcomes[task, s] for s in seeds])
         strata.append(pair)
         per_task[task_name(task)] = paired_difference([pair])
+    if not strata:
+        raise ValueError(
+            f"{a.label} and {b.label} share no held-out seed on any task: nothing to pair ("
+            + "; ".join(notes)
+            + ")"
+        )
+    left_out = sorted({task_name(t) for t in tasks_a | tasks_b} - set(per_task))
+    if left_out:
+        notes.append(
+            f"mean (shared tasks): over the {len(per_task)} tasks both sides evaluated on shared "
+            f"seeds ({', '.join(per_task)}); without {', '.join(left_out)}"
+        )
     return {
         "a": a.label,
         "b": b.label,
         "tasks": per_task,
         "mean": paired_difference(strata),
+        "left_out": left_out,
         "notes": notes,
     }
+
+
+def _names(tasks: set[str]) -> str:
+    return ", ".join(task_name(t) for t in sorted(tasks)) or "none"
+
+
+def _seeds(seeds: set[int]) -> str:
+    """A seed set, short: `10000000..10000005 (6 seeds)`."""
+    low, high = min(seeds), max(seeds)
+    return f"{low}..{high} ({len(seeds)} seeds)" if len(seeds) > 1 else str(low)
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -102,7 +140,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'task':<22} {'n':>4} {'A':>6} {'B':>6} {'B - A':>7}  {'95% paired interval':<20}"
         f" {'McNemar p':>9}  significant",
     ]
-    rows = [*result["tasks"].items(), ("mean", result["mean"])]
+    mean = "mean (shared tasks)" if result["left_out"] else "mean"
+    rows = [*result["tasks"].items(), (mean, result["mean"])]
     for name, r in rows:
         interval = f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
         lines.append(

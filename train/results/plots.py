@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from train.campaign.runlog import RunLog  # noqa: E402
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -18,15 +19,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         raise FileNotFoundError(
             f"{str(path)!r} not found: is {str(run_dir)!r} a campaign directory?"
         )
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{str(path)!r} line {n} is not JSON: {err}") from err
-    rows = [r for r in rows if "eval/success_rate" in r]
+    rows = [r for r in RunLog(run_dir).rows() if "eval/success_rate" in r]
     return sorted(rows, key=lambda r: r["round"])
 
 
