@@ -125,3 +125,52 @@ def test_resume_after_metrics_are_lost_rebuilds_them_and_tensorboard_once(finish
     events.Reload()
     assert [e.step for e in events.Scalars("eval/success_rate")] == [0, 1]
     assert [e.step for e in events.Scalars("train/sft_loss")] == [0, 1]
+
+
+def _episodes(run):
+    from train.collect.store import EpisodeStore
+
+    return sorted(EpisodeStore(run / "episodes").load(with_frames=True), key=lambda e: e.episode_id)
+
+
+def test_a_deleted_and_a_truncated_part_are_named_and_collected_again(finished, tmp_path):
+    run = _copy(finished, tmp_path)
+    manifest = json.loads((run / "episodes" / "manifest.json").read_text())["parts"]
+    deleted, truncated = manifest[1], manifest[2]
+    assert deleted["label"] == {"round": 0, "chunk": 1}
+    assert truncated["label"] == {"round": 1, "chunk": 0}
+    (run / "episodes" / deleted["file"]).unlink()
+    with open(run / "episodes" / truncated["file"], "r+b") as handle:
+        handle.truncate(1000)
+    missing = f"part {deleted['file']} (round 0, chunk 1, {deleted['rows']} episodes) is missing"
+    cut = (
+        f"part {truncated['file']} (round 1, chunk 0, {truncated['rows']} episodes) is truncated "
+        f"(1000 bytes; {truncated['bytes']} recorded)"
+    )
+
+    proc = _cli("verify-run", str(run))
+    assert proc.returncode == 1
+    assert f"problem: episodes/: {missing}\n" in proc.stdout
+    assert f"problem: episodes/: {cut}\n" in proc.stdout
+    proc = _cli("export", str(run), "--out", str(tmp_path / "dataset"))
+    assert proc.returncode == 2 and f"fails its check: {missing}; {cut}" in proc.stderr
+    assert not (tmp_path / "dataset").exists()
+
+    proc = _cli("run", "--resume", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"store: {missing}; collected round 0 chunk 1 again ({deleted['rows']} episodes, " in (
+        proc.stdout
+    )
+    assert f"store: {cut}; collected round 1 chunk 0 again ({truncated['rows']} episodes, " in (
+        proc.stdout
+    )
+    assert "identical to the part as written" in proc.stdout
+    assert (run / "metrics.jsonl").read_text() == (finished / "metrics.jsonl").read_text()
+    repaired, reference = _episodes(run), _episodes(finished)
+    assert [e.episode_id for e in repaired] == [e.episode_id for e in reference]
+    for a, b in zip(repaired, reference, strict=True):
+        assert (a.actions == b.actions).all() and (a.frames == b.frames).all(), a.episode_id
+    again = json.loads((run / "episodes" / "manifest.json").read_text())["parts"]
+    assert [p["sha256"] for p in again] == [p["sha256"] for p in manifest]
+    proc = _cli("verify-run", str(run))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith(f"{run}: sound"), proc.stdout

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -247,3 +250,84 @@ def test_a_second_store_object_sees_new_batches(tmp_path):
     assert len(reader.load()) == 1
     writer.append([synthetic_episode(1)])
     np.testing.assert_array_equal(reader.load_frames("r1/ep1"), synthetic_episode(1).frames)
+
+
+def _manifest(directory: Path) -> list[dict]:
+    return json.loads((directory / "manifest.json").read_text())["parts"]
+
+
+def test_each_append_is_recorded_with_its_rows_checksum_and_label(tmp_path):
+    store = EpisodeStore(tmp_path)
+    first = store.append(
+        [synthetic_episode(0), synthetic_episode(1)], label={"round": 0, "chunk": 0}
+    )
+    store.append([synthetic_episode(2)])
+    (a, b) = _manifest(tmp_path)
+    assert a["file"] == first.name and a["rows"] == 2 and a["bytes"] == first.stat().st_size
+    assert a["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert a["episode_ids"] == ["r0/ep0", "r1/ep1"] and a["label"] == {"round": 0, "chunk": 0}
+    assert b["rows"] == 1 and b["label"] is None
+
+
+def test_a_deleted_or_damaged_part_is_named_with_its_label_on_every_load(tmp_path):
+    store = EpisodeStore(tmp_path)
+    gone = store.append([synthetic_episode(0)], label={"round": 0, "chunk": 0})
+    cut = store.append([synthetic_episode(1), synthetic_episode(2)], label={"round": 1, "chunk": 3})
+    changed = store.append([synthetic_episode(3)], label={"round": 1, "chunk": 4})
+    gone.unlink()
+    size = cut.stat().st_size
+    cut.write_bytes(cut.read_bytes()[:100])
+    data = bytearray(changed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    changed.write_bytes(bytes(data))
+    problems = [p.describe() for p in EpisodeStore(tmp_path).check()]
+    assert problems == [
+        f"part {gone.name} (round 0, chunk 0, 1 episodes) is missing",
+        f"part {cut.name} (round 1, chunk 3, 2 episodes) is truncated (100 bytes; {size} recorded)",
+        f"part {changed.name} (round 1, chunk 4, 1 episodes) is corrupt (its SHA-256 differs "
+        "from the one recorded when it was written)",
+    ]
+    for read in (lambda s: s.load(), lambda s: s.load(where={"round": 2}), len):
+        with pytest.raises(StoreError, match=f"fails its check: {re.escape(problems[0])}; "):
+            read(EpisodeStore(tmp_path))
+
+
+def test_replace_part_keeps_its_place_and_sets_the_old_file_aside(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.append([synthetic_episode(0)], label={"round": 0, "chunk": 0})
+    bad = store.append([synthetic_episode(1)], label={"round": 0, "chunk": 1})
+    store.append([synthetic_episode(2)], label={"round": 0, "chunk": 2})
+    bad.write_bytes(b"garbage")
+    with pytest.raises(StoreError, match="not the ones it recorded"):
+        store.replace_part(bad.name, [synthetic_episode(5)])
+    entry = store.replace_part(bad.name, [synthetic_episode(1)])
+    assert entry["file"].startswith("part-000001-") and entry["label"] == {"round": 0, "chunk": 1}
+    assert (tmp_path / "damaged" / bad.name).read_bytes() == b"garbage"
+    assert EpisodeStore(tmp_path).check() == []
+    assert [e.episode_id for e in EpisodeStore(tmp_path).load()] == ["r0/ep0", "r1/ep1", "r2/ep2"]
+
+
+def test_a_store_written_before_the_manifest_loads_and_is_recorded_on_append(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.append([synthetic_episode(0)])
+    store.append([synthetic_episode(1)])
+    (tmp_path / "manifest.json").unlink()
+    old = EpisodeStore(tmp_path)
+    assert old.check() == [] and len(old.load()) == 2
+    old.append([synthetic_episode(2)])
+    assert [p["rows"] for p in _manifest(tmp_path)] == [1, 1, 1]
+    assert len(EpisodeStore(tmp_path).load()) == 3
+
+
+def test_a_part_the_manifest_does_not_list_is_an_interrupted_append_and_ignored(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.append([synthetic_episode(0)])
+    manifest = (tmp_path / "manifest.json").read_text()
+    orphan = store.append([synthetic_episode(1)])
+    (tmp_path / "manifest.json").write_text(manifest)  # killed between the rename and the commit
+    again = EpisodeStore(tmp_path)
+    assert again.check() == [] and [e.episode_id for e in again.load()] == ["r0/ep0"]
+    assert again.uncommitted_files() == [orphan]
+    new = again.append([synthetic_episode(1)])
+    assert new.name.startswith("part-000002-") and orphan.exists()
+    assert [e.episode_id for e in EpisodeStore(tmp_path).load()] == ["r0/ep0", "r1/ep1"]

@@ -36,9 +36,9 @@ from agent.runtime import adapt_threads, available_cpus, requested_threads
 from train.campaign.config import CampaignConfig
 from train.campaign.runlog import RunLog, atomic_write_text
 from train.campaign.typed_config import ConfigError, dump_toml, to_dict
-from train.collect.chunks import make_chunks, make_collector
+from train.collect.chunks import Chunk, make_chunks, make_collector
 from train.collect.episodes import Job
-from train.collect.store import EpisodeStore
+from train.collect.store import EpisodeStore, StoreError
 from train.collect.workers import task_modules
 from train.organize import round_data as organize
 from train.paths import OutputPathError, check_output_dir, enclosing_campaign
@@ -98,6 +98,7 @@ class Campaign:
         fixed = "fixed by AUTODIDACT_THREADS / OMP_NUM_THREADS" if requested_threads() else "auto"
         log.info("torch threads: %d of %d CPUs (%s)", threads, available_cpus(), fixed)
         try:
+            self.repair_store()
             for k in range(cfg.rounds + 1):
                 if self.runlog.has_round(k):
                     log.info("round %d: already complete, skipping", k)
@@ -118,10 +119,7 @@ class Campaign:
         if self._checkpoint(0).exists():
             self.policy = self._load(0)
             return self.runlog.partial(0)
-        jobs = [
-            Job(t, i, "demo") for t in self.task_ids for i in range(cfg.demos.episodes_per_task)
-        ]
-        demos = self._collect(0, jobs, EXPERT_POLICY_ID, "demos")
+        demos = self._collect(0, EXPERT_POLICY_ID, "demos")
         policy = self._fresh_policy()
         config = replace(cfg.demos.sft, seed=cfg.update_seed(0))
         metrics = UPDATES["sft"].run(policy, demos, config)
@@ -142,14 +140,7 @@ class Campaign:
             self.policy = self._load(k)
             return self.runlog.partial(k)
         self.policy = self._load(k - 1)
-        seeds_per_task = cfg.collect.episodes_per_task // cfg.collect.group_size
-        jobs = [
-            Job(t, k * ROLLOUT_SEED_STRIDE + i, f"g{g}")
-            for t in self.task_ids
-            for i in range(seeds_per_task)
-            for g in range(cfg.collect.group_size)
-        ]
-        episodes = self._collect(k, jobs, self.policy, f"round {k}: collect")
+        episodes = self._collect(k, self.policy, f"round {k}: collect")
         record: dict[str, Any] = {
             "rollout/episodes": len(episodes),
             "rollout/successes": sum(e.is_success for e in episodes),
@@ -191,6 +182,41 @@ class Campaign:
         ]
         return [*earlier, (episodes, verdicts)]
 
+    def repair_store(self) -> None:
+        """Collect again every stored part that is missing or damaged, into its place in the
+        store, and say so: each part is one chunk of one round, and a chunk's episodes depend
+        only on the chunk, the policy that collected it (the expert, or round k - 1's
+        checkpoint) and the vector env's size, so they come back the same."""
+        for problem in self.store.check():
+            label = problem.entry.get("label") or {}
+            if "round" not in label or "chunk" not in label:
+                raise StoreError(
+                    f"{problem.describe()}, and it records no round and chunk, so it cannot be "
+                    "collected again"
+                )
+            k, c = label["round"], label["chunk"]
+            if k > 0 and not self._checkpoint(k - 1).exists():
+                raise StoreError(
+                    f"{problem.describe()}; collecting it again needs the policy that collected "
+                    f"it, {str(self._checkpoint(k - 1))!r}, which is missing"
+                )
+            policy = EXPERT_POLICY_ID if k == 0 else self._load(k - 1)
+            chunk = self._chunks(k)[c]
+            [(_, episodes)] = self.collector().collect([chunk], policy, self.config.collect.dtype)
+            entry = self.store.replace_part(problem.file, episodes)
+            same = entry["sha256"] == problem.entry["sha256"]
+            log.info(
+                "store: %s; collected round %d chunk %d again (%d episodes, %s)",
+                problem.describe(),
+                k,
+                c,
+                len(episodes),
+                "identical to the part as written"
+                if same
+                else "its SHA-256 differs from the "
+                "part as written: not the same machine or library versions?",
+            )
+
     def evaluate_round(self, k: int) -> dict[str, Any]:
         cfg = self.config
         with progress_bar(
@@ -230,18 +256,39 @@ class Campaign:
 
     # ---- helpers --------------------------------------------------------------------------
 
-    def _collect(self, k: int, jobs: list[Job], policy: Any, desc: str) -> list[Episode]:
-        """Collect `jobs` in chunks, storing each chunk in order as soon as it and the chunks
-        before it are back, and skipping chunks a previous (killed) run already stored."""
+    def _jobs(self, k: int) -> list[Job]:
+        """Round k's collection: the demonstrations (k = 0), else group_size rollouts of each
+        of episodes_per_task / group_size seeds per task."""
         cfg = self.config
-        chunks = make_chunks(
-            jobs,
+        if k == 0:
+            return [
+                Job(t, i, "demo") for t in self.task_ids for i in range(cfg.demos.episodes_per_task)
+            ]
+        seeds_per_task = cfg.collect.episodes_per_task // cfg.collect.group_size
+        return [
+            Job(t, k * ROLLOUT_SEED_STRIDE + i, f"g{g}")
+            for t in self.task_ids
+            for i in range(seeds_per_task)
+            for g in range(cfg.collect.group_size)
+        ]
+
+    def _chunks(self, k: int) -> list[Chunk]:
+        cfg = self.config
+        return make_chunks(
+            self._jobs(k),
             cfg.collect.chunk_episodes,
             k,
             lambda c: cfg.collect_seed(k, c),
             temperature=cfg.collect.temperature,
             top_k=cfg.collect.top_k,
         )
+
+    def _collect(self, k: int, policy: Any, desc: str) -> list[Episode]:
+        """Collect round k's chunks, storing each chunk in order as soon as it and the chunks
+        before it are back, and skipping chunks a previous (killed) run already stored."""
+        cfg = self.config
+        chunks = self._chunks(k)
+        jobs = [job for chunk in chunks for job in chunk.jobs]
         stored = {e.episode_id: e for e in self.store.load(where={"round": k}, with_frames=True)}
         done: dict[int, list[Episode]] = {}
         todo = []
@@ -264,7 +311,8 @@ class Campaign:
                 steps += sum(e.length for e in new)
                 while next_to_store < len(chunks) and next_to_store in done:
                     if next_to_store in unstored:
-                        self.store.append(done[next_to_store])
+                        label = {"round": k, "chunk": next_to_store}
+                        self.store.append(done[next_to_store], label=label)
                     next_to_store += 1
         seconds = time.perf_counter() - start if todo else 0.0
         if seconds > 0:

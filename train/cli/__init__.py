@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=10, help="frames per second written in the dataset")
 
     p = sub.add_parser(
+        "verify-run",
+        help="check a campaign directory: every stored part against its recorded size and "
+        "checksum, each round's records, checkpoint and held-out outcomes",
+    )
+    p.add_argument("run_dir", help="a campaign directory")
+
+    p = sub.add_parser(
         "plot",
         help="plot the success curves of one or more campaigns (or multi-seed runs: mean and "
         "95%% interval across seeds)",
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from train.cli import commands
 
-            code = getattr(commands, args.command)(args)
+            code = getattr(commands, args.command.replace("-", "_"))(args)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
         return code
     except BrokenPipeError:

@@ -1,4 +1,4 @@
-"""The `run`, `eval` and `plot` subcommands of the command line."""
+"""The `run`, `eval`, `plot`, `compare`, `export` and `verify-run` subcommands of the command line."""
 
 from __future__ import annotations
 
@@ -179,3 +179,9 @@ def export(args: argparse.Namespace) -> int:
     from train.results.export import export
 
     return export(args)
+
+
+def verify_run(args: argparse.Namespace) -> int:
+    from train.campaign.audit import verify_run
+
+    return verify_run(args)

@@ -2,25 +2,38 @@
 
 Layout of a store directory::
 
+    manifest.json                  every committed part, in append order: its file name, row
+                                   count, size, SHA-256, episode ids and label (a campaign's
+                                   round and chunk)
     part-000000-1a2b3c4d.parquet   one file per appended batch (one row group per episode)
     part-000001-5e6f7a8b.parquet
     .tmp-...                       an append in progress (or one a crash interrupted); ignored
+    damaged/                       parts set aside by `replace_part` (a re-collected chunk)
 
-Each append writes its whole batch to a temporary file in the same directory and then renames it
-to its final `part-*.parquet` name (`os.replace`, atomic on POSIX), so a reader sees either the
-whole batch or none of it. Frames are stored per episode as one lossless PNG strip (the T + 1
-frames stacked vertically) in a binary column that `load(with_frames=False)` never reads; each
-episode is its own row group, so `load_frames(episode)` decodes only that episode's frames.
+Each append writes its whole batch to a temporary file in the same directory, fsyncs it, renames
+it to its final `part-*.parquet` name (`os.replace`, atomic on POSIX) and then commits it by
+rewriting the manifest the same way; so a reader sees either the whole batch or none of it (a
+part file the manifest does not list is an append a crash interrupted, and is ignored). Every load
+checks each part against its manifest entry (size, then SHA-256, once per file state), so a part
+deleted, truncated or changed is named, with its label, instead of silently missing. A store
+written before the manifest existed (no manifest.json) loads unchecked; its first append records
+its parts as they are.
+
+Frames are stored per episode as one lossless PNG strip (the T + 1 frames stacked vertically) in a
+binary column that `load(with_frames=False)` never reads; each episode is its own row group, so
+`load_frames(episode)` decodes only that episode's frames.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +46,8 @@ from verifiers.episode import Episode
 SCHEMA_VERSION = "1"
 PART_PATTERN = re.compile(r"^part-(\d{6})-([0-9a-f]{8})\.parquet$")
 TMP_PREFIX = ".tmp-"
+MANIFEST = "manifest.json"
+DAMAGED_DIR = "damaged"
 
 SCHEMA = pa.schema(
     [
@@ -68,7 +83,25 @@ FILTER_COLUMNS = ("episode_id", "task_id", "env_seed", "instruction", "policy_id
 
 
 class StoreError(ValueError):
-    """A store file is unreadable or not an episode part file; the message names the file."""
+    """A store file is unreadable, not an episode part file, or not what the manifest recorded;
+    the message names the file."""
+
+
+@dataclass(frozen=True)
+class PartProblem:
+    """A part the manifest records that is not on disk as recorded."""
+
+    file: str
+    problem: str
+    """`missing`, `truncated (N bytes; M recorded)` or `corrupt (...)`."""
+    entry: dict
+    """Its manifest entry: rows, bytes, sha256, episode_ids, label."""
+
+    def describe(self) -> str:
+        label = self.entry.get("label") or {}
+        held = ", ".join(f"{key} {value}" for key, value in label.items())
+        held = f"{held}, " if held else ""
+        return f"part {self.file} ({held}{self.entry['rows']} episodes) is {self.problem}"
 
 
 class EpisodeStore:
@@ -77,16 +110,76 @@ class EpisodeStore:
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
         self._index: dict[str, tuple[Path, int]] | None = None
+        self._checked: dict[str, tuple[int, int]] = {}
+        """file name -> (size, mtime_ns) of the parts already found to match the manifest."""
 
     def part_files(self) -> list[Path]:
-        """The completed part files, in append order; temporary files are never listed."""
-        if not self.directory.exists():
-            return []
-        parts = [p for p in self.directory.iterdir() if PART_PATTERN.match(p.name)]
-        return sorted(parts, key=lambda p: p.name)
+        """The committed part files, in append order (the manifest's; without one, every
+        `part-*.parquet`); temporary files and uncommitted parts are never listed."""
+        manifest = self.manifest()
+        if manifest is not None:
+            return [self.directory / entry["file"] for entry in manifest["parts"]]
+        return self._files_on_disk()
 
-    def append(self, episodes: Sequence[Episode]) -> Path:
-        """Write one batch as a new part file, atomically; return its path."""
+    def uncommitted_files(self) -> list[Path]:
+        """Part files the manifest does not list: appends a crash interrupted (ignored)."""
+        if self.manifest() is None:
+            return []
+        committed = set(self.part_files())
+        return [p for p in self._files_on_disk() if p not in committed]
+
+    def manifest(self) -> dict | None:
+        """The manifest (`{"version": 1, "parts": [entry, ...]}`), or None for a store without one."""
+        path = self.directory / MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            manifest = json.loads(path.read_text())
+            if not isinstance(manifest.get("parts"), list):
+                raise ValueError("no 'parts' list")
+            return manifest
+        except (ValueError, AttributeError) as error:
+            raise StoreError(f"store manifest {path} is unreadable: {error}") from None
+
+    def check(self) -> list[PartProblem]:
+        """Every recorded part that is missing, truncated or changed since it was written
+        (empty for a sound store, and for one without a manifest: nothing to check against)."""
+        manifest = self.manifest()
+        problems = []
+        for entry in manifest["parts"] if manifest else []:
+            path = self.directory / entry["file"]
+            if not path.is_file():
+                problems.append(PartProblem(entry["file"], "missing", entry))
+                continue
+            stat = path.stat()
+            if self._checked.get(entry["file"]) == (stat.st_size, stat.st_mtime_ns):
+                continue
+            if stat.st_size != entry["bytes"]:
+                problem = f"truncated ({stat.st_size} bytes; {entry['bytes']} recorded)"
+                if stat.st_size > entry["bytes"]:
+                    problem = f"changed ({stat.st_size} bytes; {entry['bytes']} recorded)"
+                problems.append(PartProblem(entry["file"], problem, entry))
+            elif _sha256(path) != entry["sha256"]:
+                problem = "corrupt (its SHA-256 differs from the one recorded when it was written)"
+                problems.append(PartProblem(entry["file"], problem, entry))
+            else:
+                self._checked[entry["file"]] = (stat.st_size, stat.st_mtime_ns)
+        return problems
+
+    def verify(self) -> None:
+        """Raise StoreError naming every part that fails `check`."""
+        problems = self.check()
+        if problems:
+            raise StoreError(
+                f"the episode store {self.directory} fails its check: "
+                + "; ".join(p.describe() for p in problems)
+                + " (`autodidact verify-run RUN` lists what a campaign lacks; `autodidact run "
+                "--resume --out RUN` re-collects its damaged chunks)"
+            )
+
+    def append(self, episodes: Sequence[Episode], label: Mapping | None = None) -> Path:
+        """Write one batch as a new part file, atomically, recording it in the manifest with
+        `label` (what it holds, e.g. a campaign's round and chunk); return its path."""
         episodes = list(episodes)
         if not episodes:
             raise ValueError("append() needs at least one episode; got an empty batch")
@@ -100,9 +193,66 @@ class EpisodeStore:
                     f"{self.directory}; episode ids must be unique"
                 )
             seen.add(episode.episode_id)
+        manifest = self._manifest_for_writing()
+        on_disk = self._files_on_disk()  # uncommitted parts too: a new part never reuses a name
+        number = int(PART_PATTERN.match(on_disk[-1].name).group(1)) + 1 if on_disk else 0
+        final, entry = self._write_part(episodes, number, label)
+        manifest["parts"].append(entry)
+        self._write_manifest(manifest)
+        for row, episode in enumerate(episodes):
+            index[episode.episode_id] = (final, row)
+        return final
+
+    def replace_part(self, file: str, episodes: Sequence[Episode]) -> dict:
+        """Put `episodes` (the same episode ids, e.g. a chunk collected again) in the place of
+        the recorded part `file`, keeping its position and label; the old file, if any, moves
+        to `damaged/`. Returns the new manifest entry."""
+        manifest = self._manifest_for_writing()
+        position = next((i for i, e in enumerate(manifest["parts"]) if e["file"] == file), None)
+        if position is None:
+            raise ValueError(f"part {file} is not recorded in {self.directory / MANIFEST}")
+        old = manifest["parts"][position]
+        ids = [e.episode_id for e in episodes]
+        if ids != old["episode_ids"]:
+            raise StoreError(
+                f"the episodes given for part {file} are not the ones it recorded ({len(ids)} "
+                f"ids, {len(old['episode_ids'])} recorded; first {ids[:1]} vs "
+                f"{old['episode_ids'][:1]})"
+            )
+        for episode in episodes:
+            _check_episode(episode)
+        number = int(PART_PATTERN.match(file).group(1))
+        _, entry = self._write_part(list(episodes), number, old.get("label"))
+        if (self.directory / file).exists():
+            (self.directory / DAMAGED_DIR).mkdir(exist_ok=True)
+            os.replace(self.directory / file, self.directory / DAMAGED_DIR / file)
+        manifest["parts"][position] = entry
+        self._write_manifest(manifest)
+        self._index = None
+        return entry
+
+    def _files_on_disk(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        parts = [p for p in self.directory.iterdir() if PART_PATTERN.match(p.name)]
+        return sorted(parts, key=lambda p: p.name)
+
+    def _manifest_for_writing(self) -> dict:
+        """The manifest; for a store without one, a new one recording its parts as they are."""
+        manifest = self.manifest()
+        if manifest is not None:
+            return manifest
         self.directory.mkdir(parents=True, exist_ok=True)
-        parts = self.part_files()
-        number = int(PART_PATTERN.match(parts[-1].name).group(1)) + 1 if parts else 0
+        parts = []
+        for path in self._files_on_disk():
+            ids = _read(path, ["episode_id"]).column("episode_id").to_pylist()
+            parts.append(_entry(path, ids, None))
+        return {"version": 1, "parts": parts}
+
+    def _write_part(
+        self, episodes: list[Episode], number: int, label: Mapping | None
+    ) -> tuple[Path, dict]:
+        """A new part file (temporary name, fsync, rename) and its manifest entry."""
         final = self.directory / f"part-{number:06d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.directory / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
         table = pa.Table.from_pylist([_to_row(e) for e in episodes], schema=SCHEMA)
@@ -115,10 +265,25 @@ class EpisodeStore:
         finally:
             if tmp.exists():
                 tmp.unlink()
+        entry = _entry(final, [e.episode_id for e in episodes], label)
+        stat = final.stat()
+        self._checked[final.name] = (stat.st_size, stat.st_mtime_ns)
+        return final, entry
+
+    def _write_manifest(self, manifest: dict) -> None:
+        """Commit: the manifest replaced atomically (temporary file, fsync, rename, fsync dir)."""
+        path = self.directory / MANIFEST
+        tmp = self.directory / f"{TMP_PREFIX}{MANIFEST}.{os.getpid()}"
+        try:
+            with open(tmp, "w") as handle:
+                json.dump(manifest, handle, indent=1)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         _fsync_directory(self.directory)
-        for row, episode in enumerate(episodes):
-            index[episode.episode_id] = (final, row)
-        return final
 
     def load(
         self,
@@ -132,6 +297,7 @@ class EpisodeStore:
         predicate on the loaded Episode (without frames).
         """
         filters = _parquet_filters(where) if isinstance(where, Mapping) else None
+        self.verify()
         columns = META_COLUMNS + (["frames_png"] if with_frames else [])
         episodes: list[Episode] = []
         index: dict[str, tuple[Path, int]] = {}
@@ -173,6 +339,7 @@ class EpisodeStore:
         ]
 
     def __len__(self) -> int:
+        self.verify()
         return sum(_metadata(path).num_rows for path in self.part_files())
 
     def _episode_index(self) -> dict[str, tuple[Path, int]]:
@@ -183,6 +350,26 @@ class EpisodeStore:
                 index.update({episode_id: (path, row) for row, episode_id in enumerate(ids)})
             self._index = index
         return self._index
+
+
+def _entry(path: Path, episode_ids: list[str], label: Mapping | None) -> dict:
+    """The manifest entry of the part file at `path`."""
+    return {
+        "file": path.name,
+        "rows": len(episode_ids),
+        "bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+        "episode_ids": list(episode_ids),
+        "label": dict(label) if label else None,
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _check_episode(episode: Episode) -> None:
