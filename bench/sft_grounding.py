@@ -27,7 +27,7 @@ from agent.policy import Policy
 from agent.presets import get_preset
 from train.collect.episodes import Job, all_goal_jobs, collect_episodes
 from train.results.diagnostics import input_reliance
-from train.results.evaluate import evaluate, task_name
+from train.results.evaluate import evaluate, task_name, wilson_interval
 from train.updates.batching import chunks, episode_steps
 from train.updates.config import SFTConfig
 from train.updates.sft import sft_update
@@ -71,6 +71,19 @@ def direction_agreement(policy, validation) -> dict[str, float | None]:
                 round(float(agree.mean()), 3) if agree.size else None
             )
     return out
+
+
+def grasp_rates(episodes) -> dict[str, list]:
+    """Per grasp task (one that reports `reward/grasped`): the share of episodes in which the named
+    cube was held at some step, with its 95% Wilson interval."""
+    held: dict[str, list[bool]] = {}
+    for e in episodes:
+        if "reward/grasped" in e.step_info:
+            held.setdefault(e.task_id, []).append(bool(e.step_info["reward/grasped"].max() > 0))
+    return {
+        f"grasped/{task_name(t)}": [round(float(np.mean(v)), 3), [round(x, 3) for x in wilson_interval(sum(v), len(v))]]
+        for t, v in held.items()
+    }
 
 
 def approach(episode):
@@ -137,7 +150,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         diag = input_reliance(policy, validation)
         diag.update(direction_agreement(policy, validation))
-        results, _ = evaluate(policy, tasks, args.episodes, image_size=size)
+        results, rollouts = evaluate(policy, tasks, args.episodes, image_size=size)
         if args.save:
             policy.save_pretrained(f"{args.save}/{batch_size}x{steps}")
         row = {
@@ -158,6 +171,7 @@ def main() -> None:
                 ]
                 for t in tasks
             },
+            **grasp_rates(rollouts),
             "threads": torch.get_num_threads(),
         }
         print(json.dumps(row), flush=True)
