@@ -81,7 +81,10 @@ def grasp_rates(episodes) -> dict[str, list]:
         if "reward/grasped" in e.step_info:
             held.setdefault(e.task_id, []).append(bool(e.step_info["reward/grasped"].max() > 0))
     return {
-        f"grasped/{task_name(t)}": [round(float(np.mean(v)), 3), [round(x, 3) for x in wilson_interval(sum(v), len(v))]]
+        f"grasped/{task_name(t)}": [
+            round(float(np.mean(v)), 3),
+            [round(x, 3) for x in wilson_interval(sum(v), len(v))],
+        ]
         for t, v in held.items()
     }
 
