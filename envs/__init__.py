@@ -107,8 +107,12 @@ def load_task(name_or_id: str) -> type:
     entry_point = gymnasium.spec(env_id).entry_point
     if not isinstance(entry_point, str):
         return entry_point
+    from envs.contract import TaskContractError
+
     try:
         return gymnasium.envs.registration.load_env_creator(entry_point)
+    except TaskContractError as err:  # the module imports; its class breaks a rule of the contract
+        raise TaskLoadError(f"task {env_id} cannot be loaded: {err}") from err
     except Exception as err:  # noqa: BLE001 -- any import-time failure is the task's
         line = f"{short_name(env_id) or env_id}: entry point {entry_point!r}"
         raise TaskLoadError(

@@ -246,3 +246,20 @@ def test_envs_import_alone_does_not_import_task_modules():
         """
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_a_contract_error_at_import_names_the_rule_not_the_entry_point(
+    tmp_path, monkeypatch, registered
+):
+    """A class that breaks the contract as it is defined (one instruction template) imports from
+    the right module path: the error says what to fix, without the entry-point hint."""
+    start = SKELETON.index("instruction_templates = (")
+    block = SKELETON[start : SKELETON.index(")", start) + 1]
+    one = 'instruction_templates = ("touch the {color} ball",)'
+    task_id = _defective(tmp_path, monkeypatch, "one_template", (block, one))
+    registered.append(task_id)
+    with pytest.raises(envs.TaskLoadError) as info:
+        envs.make("one_template")
+    text = str(info.value)
+    assert task_id in text and "expected a tuple of at least two str.format templates" in text
+    assert "module path" not in text, text
