@@ -96,7 +96,7 @@ def test_tiny_campaign_writes_every_artifact(tiny_run):
     for r in rows:
         assert 0.0 <= r["eval/ci_low"] <= r["eval/success_rate"] <= r["eval/ci_high"] <= 1.0
     assert rows[0]["demos/episodes"] == 2 * TINY.demos.episodes_per_task
-    assert rows[1]["rollout/episodes"] == 2 * 16
+    assert rows[1]["rollout/episodes"] == 2 * TINY.collect.episodes_per_task
     assert "train/sft_loss" in rows[0] and "organize/sft_episodes" in rows[1]
     for r in rows:  # how much each round's policy reads image and instruction, on its own data
         assert r["diag/image_gain"] == pytest.approx(
