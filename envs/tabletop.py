@@ -44,7 +44,7 @@ FINGER_RAMP_SUBSTEPS = 5
 physics substeps, not at once: fingers that jump to a closed target slam into the cube and, a few
 millimetres off centre, shoot it out of the grasp (the scripted expert with Gaussian noise of 0.1
 on its moves grasped in 80% of PickPlaceCube episodes and succeeded in 50%; with the ramp, 100%
-and 100%: BENCHMARKS.md, "Manipulation")."""
+and 100%: BENCHMARKS.md, "Manipulation, session 8")."""
 FINGER_OPEN = 0.04
 """Finger slide at the fully open gripper (gap = 2 x this)."""
 TIP_LOW = np.array([-0.22, -0.2, 0.008])
