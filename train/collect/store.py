@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -254,17 +255,10 @@ class EpisodeStore:
     ) -> tuple[Path, dict]:
         """A new part file (temporary name, fsync, rename) and its manifest entry."""
         final = self.directory / f"part-{number:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.directory / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
         table = pa.Table.from_pylist([_to_row(e) for e in episodes], schema=SCHEMA)
-        try:
-            with open(tmp, "wb") as handle:
-                pq.write_table(table, handle, row_group_size=1, compression="zstd")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        _write_atomically(
+            final, "wb", lambda f: pq.write_table(table, f, row_group_size=1, compression="zstd")
+        )
         entry = _entry(final, [e.episode_id for e in episodes], label)
         stat = final.stat()
         self._checked[final.name] = (stat.st_size, stat.st_mtime_ns)
@@ -272,17 +266,9 @@ class EpisodeStore:
 
     def _write_manifest(self, manifest: dict) -> None:
         """Commit: the manifest replaced atomically (temporary file, fsync, rename, fsync dir)."""
-        path = self.directory / MANIFEST
-        tmp = self.directory / f"{TMP_PREFIX}{MANIFEST}.{os.getpid()}"
-        try:
-            with open(tmp, "w") as handle:
-                json.dump(manifest, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        _write_atomically(
+            self.directory / MANIFEST, "w", lambda f: json.dump(manifest, f, indent=1)
+        )
         _fsync_directory(self.directory)
 
     def load(
@@ -538,6 +524,21 @@ def _metadata(path: Path) -> pq.FileMetaData:
         raise StoreError(
             f"cannot read store file {path}: {error} (corrupt or not a Parquet file)"
         ) from error
+
+
+def _write_atomically(final: Path, mode: str, write: Callable[[Any], object]) -> None:
+    """`write(handle)` into a temporary file beside `final` (fsynced), then renamed onto it; the
+    temporary file is removed if anything fails."""
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}")
+    try:
+        with open(tmp, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _fsync_directory(directory: Path) -> None:
