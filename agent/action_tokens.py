@@ -11,6 +11,8 @@ import numpy as np
 
 N_BINS = 256
 """Number of bins (and of action tokens) per dimension."""
+ACTION_DIM = 4
+"""Action dimensions of every built-in task (x, y, z move and the finger command)."""
 BIN_WIDTH = 2.0 / N_BINS
 """Width of one bin in action units."""
 STATE_LOW = np.array([-0.5, -0.5, 0.0, 0.0], dtype=np.float32)

@@ -6,7 +6,7 @@ import torch
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-from agent.action_tokens import N_BINS
+from agent.action_tokens import ACTION_DIM, N_BINS
 from agent.model import AutodidactVLMConfig, AutodidactVLMForConditionalGeneration
 from agent.presets import ARCHITECTURES, PolicyPreset
 from agent.tokenizer import (
@@ -90,6 +90,8 @@ def _autodidact_config(preset: PolicyPreset, tokenizer) -> AutodidactVLMConfig:
         word_pooling=preset.word_pooling,
         keypoints=preset.keypoints,
         queried_keypoints=preset.queried_keypoints,
+        waypoints=preset.waypoints,
+        action_queries=preset.chunk * ACTION_DIM if preset.chunk > 1 else 0,
         first_bin_id=tokenizer.convert_tokens_to_ids(action_token(0))
         if preset.bin_features
         else -1,
@@ -103,6 +105,13 @@ def build_model(preset: PolicyPreset, seed: int = 0):
         raise ValueError(
             f"unknown architecture {preset.architecture!r} in preset {preset.name!r}; "
             f"known: {', '.join(ARCHITECTURES)}"
+        )
+    if preset.chunk < 1:
+        raise ValueError(f"preset {preset.name!r}: chunk must be >= 1, got {preset.chunk}")
+    if preset.architecture == "idefics3" and (preset.chunk > 1 or preset.waypoints):
+        raise ValueError(
+            f"preset {preset.name!r}: action chunks and waypoints need the autodidact_vlm "
+            f"architecture, got {preset.architecture!r}"
         )
     tokenizer = train_tokenizer(preset.tokenizer_vocab)
     torch.manual_seed(seed)

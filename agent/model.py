@@ -25,6 +25,7 @@ so `from_pretrained` on a saved folder finds it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from huggingface_hub.dataclasses import strict
@@ -93,6 +94,17 @@ class AutodidactVLMConfig(PreTrainedConfig):
     >= 0, each bin token's embedding gets a learnt function of the bin's value added, so that
     neighbouring bins start out alike (an ordinal embedding); -1: plain token embeddings."""
     num_bins: int = 256
+    waypoints: int = 0
+    """"Where next": the vision estimates the fingertip's position (metres, world frame) at this
+    many of the episode's next keyframes (gripper changes, ends of straight-line moves, the last
+    step; `train.organize.waypoints`), trained by an auxiliary loss; the estimate enters the
+    prompt as an image token of its own (the last one), so the action tokens read where the hand
+    is going before they are emitted. 0: none."""
+    action_queries: int = 0
+    """Parallel decoding of an action chunk (as OpenVLA-OFT): the prompt ends with this many
+    learnt query embeddings (chunk length x action dimension), and the logits at query q give
+    the bins of the chunk's q-th action token, all in one forward pass; the chunk's tokens are
+    independent given the prompt. 0: one action, emitted token by token."""
     use_cache: bool = True
     tie_word_embeddings: bool = False
 
@@ -112,6 +124,18 @@ class AutodidactVLMConfig(PreTrainedConfig):
             raise ValueError(
                 f"image_seq_len must be >= 2 with keypoints (one dense token and the keypoint "
                 f"token), got {self.image_seq_len}"
+            )
+        if self.waypoints < 0 or self.action_queries < 0:
+            raise ValueError(
+                f"waypoints and action_queries must be >= 0, got {self.waypoints} and "
+                f"{self.action_queries}"
+            )
+        if self.waypoints and self.image_seq_len < 2 + bool(
+            self.keypoints or self.queried_keypoints
+        ):
+            raise ValueError(
+                f"image_seq_len {self.image_seq_len} leaves no dense token beside the waypoint "
+                "token (and the keypoint token, when there is one)"
             )
         if not 0 < self.first_word_id < self.word_vocab_size:
             raise ValueError(
@@ -156,9 +180,22 @@ class InstructedVision(nn.Module):
         self.queries = nn.Linear(config.film_dim, queried * c) if queried else None
         width = 2 * config.keypoints + queried * (2 + c)
         self.keypoint_proj = nn.Linear(width, hidden_size) if width else None
-        self.dense_tokens = config.image_seq_len - (1 if width else 0)
+        self.waypoints = config.waypoints
+        self.dense_tokens = (
+            config.image_seq_len - (1 if width else 0) - (1 if self.waypoints else 0)
+        )
         side = config.image_size // 8
         self.image_proj = nn.Linear(2 * c * side * side, self.dense_tokens * hidden_size)
+        if self.waypoints:
+            self.waypoint_head = nn.Sequential(
+                nn.Linear(2 * c * side * side + width, WAYPOINT_HEAD_WIDTH),
+                nn.ReLU(),
+                nn.Linear(WAYPOINT_HEAD_WIDTH, WAYPOINT_HEAD_WIDTH),
+                nn.ReLU(),
+                nn.Linear(WAYPOINT_HEAD_WIDTH, 3 * self.waypoints),
+            )
+            features = 3 * self.waypoints * (1 + 2 * WAYPOINT_FREQUENCIES)
+            self.waypoint_proj = nn.Linear(features, hidden_size)
 
     def instruction_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Pooled embedding [B, film_dim] of the word tokens in each row of `token_ids` [B, L]:
@@ -173,7 +210,11 @@ class InstructedVision(nn.Module):
         weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # a row without words: zeros
         return (vectors * weights[..., None]).sum(1)
 
-    def forward(self, pixel_values: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, token_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Image tokens [B, image_seq_len, hidden] and the waypoint estimate [B, waypoints, 3]
+        in metres (None without `waypoints`)."""
         if pixel_values.dim() == 5:  # [B, images=1, C, H, W], the processors' layout
             pixel_values = pixel_values.flatten(0, 1)
         words = self.instruction_embedding(token_ids)
@@ -183,17 +224,38 @@ class InstructedVision(nn.Module):
         # multiply-add and an in-place ReLU (`act` 1.17x faster at batch 32 than x * (1 + g) + b).
         x = F.relu(torch.addcmul(beta[:, :, None, None], x, 1 + gamma[:, :, None, None]), True)
         half = self.trunk[:2](x)  # the first stride-2 conv: the half-resolution map
-        tokens = self.image_proj(self.trunk[2:](half).flatten(1))
-        tokens = tokens.view(-1, self.dense_tokens, self.hidden_size)
+        low = self.trunk[2:](half).flatten(1)
+        tokens = self.image_proj(low).view(-1, self.dense_tokens, self.hidden_size)
         points = []
         if self.keypoints is not None:
             points.append(self.keypoints(half))
         if self.queries is not None:
             points.append(queried_keypoints(half, self.queries(words)))
+        head_inputs = [low]
         if points:  # a token of their own: the dense tokens' scale would drown them
-            point_token = self.keypoint_proj(torch.cat(points, dim=1))[:, None]
-            tokens = torch.cat([tokens, point_token], dim=1)
-        return tokens
+            keypoints = torch.cat(points, dim=1)
+            tokens = torch.cat([tokens, self.keypoint_proj(keypoints)[:, None]], dim=1)
+            head_inputs.append(keypoints)
+        if not self.waypoints:
+            return tokens, None
+        found = self.waypoint_head(torch.cat(head_inputs, dim=1))
+        waypoints = found.view(-1, self.waypoints, 3) * WAYPOINT_SCALE
+        token = self.waypoint_proj(fourier_features(found / 3.0, WAYPOINT_FREQUENCIES).flatten(1))
+        return torch.cat([tokens, token[:, None]], dim=1), waypoints
+
+
+WAYPOINT_SCALE = 0.1
+"""The waypoint head's outputs are positions in decimetres (the workspace spans about +-3)."""
+WAYPOINT_HEAD_WIDTH = 256
+WAYPOINT_FREQUENCIES = 6
+
+
+def fourier_features(x: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """x [..., n] -> [..., n, 1 + 2 * frequencies]: x and sin, cos of pi * k * x, k = 1..F."""
+    angles = (
+        x[..., None] * math.pi * torch.arange(1, frequencies + 1, device=x.device, dtype=x.dtype)
+    )
+    return torch.cat([x[..., None], angles.sin(), angles.cos()], dim=-1)
 
 
 def pixel_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
@@ -296,6 +358,9 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
             else None
         )
         self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        self.action_queries = (
+            nn.Embedding(config.action_queries, text.hidden_size) if config.action_queries else None
+        )
         self.post_init()
 
     def get_input_embeddings(self):
@@ -316,10 +381,11 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         inputs_embeds: torch.Tensor,
         pixel_values: torch.Tensor,
         instruction_ids: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """`inputs_embeds` with the image tokens' rows replaced by the vision's image tokens."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`inputs_embeds` with the image tokens' rows replaced by the vision's image tokens, and
+        the vision's waypoint estimate (None without `waypoints`)."""
         words = input_ids if instruction_ids is None else instruction_ids
-        image_tokens = self.vision(pixel_values.to(self.vision.stem.weight.dtype), words)
+        image_tokens, waypoints = self.vision(pixel_values.to(self.vision.stem.weight.dtype), words)
         is_image = input_ids == self.config.image_token_id
         found, expected = int(is_image.sum()), image_tokens.shape[0] * image_tokens.shape[1]
         if found != expected:
@@ -328,7 +394,7 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
                 f"expected {self.config.image_seq_len} per image ({expected})"
             )
         image_tokens = image_tokens.to(inputs_embeds.dtype).reshape(-1, inputs_embeds.shape[-1])
-        return inputs_embeds.masked_scatter(is_image[..., None], image_tokens)
+        return inputs_embeds.masked_scatter(is_image[..., None], image_tokens), waypoints
 
     def forward(
         self,
@@ -343,13 +409,17 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        with_action_queries: bool = False,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`instruction_ids` [B, L]: the instruction's token ids for the FiLM words, when the
         instruction is not part of `input_ids` (it sits in `past_key_values`).
+        `with_action_queries`: the last `config.action_queries` positions of `input_ids` are
+        placeholders for the action-chunk queries; their embeddings become the learnt queries.
         `pixel_attention_mask` (from the processor) is accepted and unused: every image is one
         whole, unpadded frame."""
         past_key_values = kwargs.pop("cache", past_key_values)
+        waypoints = None
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
             if self.bin_features is not None:
@@ -357,9 +427,16 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         if pixel_values is not None:
             if input_ids is None:
                 raise ValueError("pixel_values need input_ids to place the image tokens")
-            inputs_embeds = self.merge_image_tokens(
+            inputs_embeds, waypoints = self.merge_image_tokens(
                 input_ids, inputs_embeds, pixel_values, instruction_ids
             )
+        if with_action_queries:
+            q = self.config.action_queries
+            if not q:
+                raise ValueError("with_action_queries needs a model with config.action_queries > 0")
+            queries = self.action_queries.weight.to(inputs_embeds.dtype)
+            queries = queries.expand(inputs_embeds.shape[0], -1, -1)
+            inputs_embeds = torch.cat([inputs_embeds[:, :-q], queries], dim=1)
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -373,7 +450,18 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, self.config.text_config.vocab_size)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.cache)
+        return AutodidactVLMOutput(
+            loss=loss, logits=logits, past_key_values=outputs.cache, waypoints=waypoints
+        )
+
+
+@dataclass
+class AutodidactVLMOutput(CausalLMOutputWithPast):
+    """`CausalLMOutputWithPast` and `waypoints` [B, config.waypoints, 3]: the vision's estimate
+    of where the fingertip will be at the next keyframes, in metres (None without waypoints or
+    without pixel values)."""
+
+    waypoints: torch.Tensor | None = None
 
 
 AutoConfig.register(AutodidactVLMConfig.model_type, AutodidactVLMConfig, exist_ok=True)

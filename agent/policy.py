@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from agent import checkpoint, lora
-from agent.action_tokens import N_BINS, bins_to_actions
+from agent.action_tokens import ACTION_DIM, N_BINS, bins_to_actions
 from agent.build import IMAGE_MEAN, IMAGE_STD, build_model
 from agent.checks import check_bins, check_images, check_instructions, check_states
 from agent.decoding import choose_tokens
@@ -34,8 +34,6 @@ from agent.tokenizer import action_token
 
 tune_allocator()  # before the first large tensor: see agent.runtime
 
-ACTION_DIM = 4
-
 
 @dataclass
 class ActOutput:
@@ -47,6 +45,15 @@ class ActOutput:
     """int64 [B, 4]: the chosen action-token bins."""
     logprobs: np.ndarray
     """float32 [B, 4]: log-prob of each chosen token under softmax(restricted logits / T)."""
+    chunk_bins: np.ndarray | None = None
+    """int64 [B, K, 4]: a chunk policy's bins for the next K steps (`actions`, `bins` and
+    `logprobs` are its first step's); None for a policy that decides one step at a time."""
+    chunk_logprobs: np.ndarray | None = None
+    """float32 [B, K, 4]: the log-prob of each of `chunk_bins` (the chunk's tokens are sampled
+    independently given the prompt, so a step's log-prob is the sum of its row's)."""
+    waypoints: np.ndarray | None = None
+    """float32 [B, W, 3]: where the policy says the fingertip goes next (metres; None without a
+    waypoint head)."""
 
 
 @dataclass
@@ -239,10 +246,29 @@ class Policy:
         std = torch.tensor(IMAGE_STD, device=self.device)[:, None, None]
         return ((pixels - mean) / std)[:, None].to(self.backbone.dtype)
 
+    @property
+    def chunk(self) -> int:
+        """Actions per decision: K > 1 for a model that decodes a chunk of K actions in parallel
+        (`agent.model`'s `action_queries`), else 1."""
+        queries = int(getattr(self.backbone.config, "action_queries", 0) or 0)
+        return queries // self.action_dim if queries else 1
+
+    @property
+    def waypoints(self) -> int:
+        """How many next keyframes' fingertip positions the model estimates ("where next",
+        `agent.model`); 0 for models without the head (pretrained VLMs)."""
+        return int(getattr(self.backbone.config, "waypoints", 0) or 0)
+
     def prepare_inputs(self, images, instructions, states, bins) -> dict[str, torch.Tensor]:
-        """Prompt + the given action tokens, for `logprobs_from_inputs` (training pre-builds these)."""
+        """Prompt + the given action tokens, for `logprobs_from_inputs` (training pre-builds these).
+
+        `bins`: [B, 4], or for a chunk policy [B, K, 4] (the next K steps' bins; the prompt then
+        ends with the K x 4 action queries instead of the tokens themselves)."""
         inputs = self._prompt_inputs(images, instructions, states)
-        bins = torch.from_numpy(check_bins(bins, len(inputs["input_ids"]), self.action_dim))
+        batch = len(inputs["input_ids"])
+        if self.chunk > 1:
+            return self._with_queries(inputs, np.asarray(bins).reshape(batch, -1))
+        bins = torch.from_numpy(check_bins(bins, batch, self.action_dim))
         bins = bins.to(self.device)
         n = self.action_dim
         inputs["input_ids"] = torch.cat([inputs["input_ids"], self.action_token_ids[bins]], dim=1)
@@ -253,15 +279,45 @@ class Policy:
         inputs["action_bins"] = bins
         return inputs
 
+    def _with_queries(self, inputs: dict[str, torch.Tensor], bins=None) -> dict[str, torch.Tensor]:
+        """`inputs` extended by the K x 4 action-query placeholders (a chunk policy), and
+        `action_bins` [B, K * 4] when `bins` are given."""
+        q = self.chunk * self.action_dim
+        batch = len(inputs["input_ids"])
+        placeholders = torch.full((batch, q), self.pad_id, device=self.device)
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], placeholders], dim=1)
+        if "attention_mask" in inputs:
+            ones = torch.ones_like(placeholders)
+            inputs["attention_mask"] = torch.cat([inputs["attention_mask"], ones], dim=1)
+        positions = inputs["position_ids"]
+        inputs["position_ids"] = torch.cat([positions, extend_positions(positions, q)], dim=-1)
+        inputs["with_action_queries"] = True
+        if bins is not None:
+            bins = torch.from_numpy(check_bins(bins, batch, q)).to(self.device)
+            inputs["action_bins"] = bins
+        return inputs
+
     # ----------------------------------------------------------------- log-probs
     def logprobs_from_inputs(self, inputs: dict[str, torch.Tensor], temperature: float = 1.0):
-        """Teacher-forced log-probs [B, 4] of `inputs["action_bins"]`, differentiable."""
+        """Teacher-forced log-probs of `inputs["action_bins"]`, differentiable: [B, 4], or
+        [B, K * 4] for a chunk policy."""
+        return self.logprobs_and_waypoints(inputs, temperature)[0]
+
+    def logprobs_and_waypoints(self, inputs: dict[str, torch.Tensor], temperature: float = 1.0):
+        """`logprobs_from_inputs` and, from the same forward pass, the waypoint estimate
+        [B, waypoints, 3] in metres (None when the model makes none)."""
         model_inputs = {k: v for k, v in inputs.items() if k != "action_bins"}
-        n = self.action_dim
-        out = self.model(**model_inputs, use_cache=False, logits_to_keep=n + 1)
-        logits = out.logits[:, :n][..., self.action_token_ids].float() / temperature
+        if model_inputs.get("with_action_queries"):
+            q = self.chunk * self.action_dim
+            out = self.model(**model_inputs, use_cache=False, logits_to_keep=q)
+            logits = out.logits[..., self.action_token_ids].float() / temperature
+        else:
+            n = self.action_dim
+            out = self.model(**model_inputs, use_cache=False, logits_to_keep=n + 1)
+            logits = out.logits[:, :n][..., self.action_token_ids].float() / temperature
         logprobs = torch.log_softmax(logits, dim=-1)
-        return logprobs.gather(-1, inputs["action_bins"][..., None]).squeeze(-1)
+        chosen = logprobs.gather(-1, inputs["action_bins"][..., None]).squeeze(-1)
+        return chosen, getattr(out, "waypoints", None)
 
     def action_logprobs(self, images, instructions, states, bins, temperature: float = 1.0):
         """Teacher-forced log-probs [B, 4] of `bins` for these observations, differentiable."""
@@ -290,6 +346,8 @@ class Policy:
             inputs = self._prefix_cached_inputs(images, instructions, states)
         else:
             inputs = self._prompt_inputs(images, instructions, states)
+        if self.chunk > 1:
+            return self._act_chunk(inputs, greedy, temperature, top_k, generator)
         mask, positions = inputs["attention_mask"], inputs["position_ids"]
         out = self.model(**inputs, use_cache=True, logits_to_keep=1)
         bins, logprobs = [], []
@@ -314,6 +372,32 @@ class Policy:
             actions=bins_to_actions(bins_np),
             bins=bins_np,
             logprobs=torch.stack(logprobs, dim=1).float().cpu().numpy(),
+        )
+
+    def _act_chunk(self, inputs, greedy, temperature, top_k, generator) -> ActOutput:
+        """A chunk policy's decision: all K x 4 tokens from one forward pass over the queries."""
+        inputs = self._with_queries(inputs)
+        q, k = self.chunk * self.action_dim, self.chunk
+        out = self.model(**inputs, use_cache=False, logits_to_keep=q)
+        logits = out.logits[..., self.action_token_ids]  # [B, Q, bins]
+        batch = logits.shape[0]
+        bins, logprobs = choose_tokens(
+            logits.reshape(batch * q, -1),
+            greedy=greedy,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+        )
+        chunk_bins = bins.view(batch, k, self.action_dim).cpu().numpy().astype(np.int64)
+        chunk_logprobs = logprobs.view(batch, k, self.action_dim).float().cpu().numpy()
+        waypoints = getattr(out, "waypoints", None)
+        return ActOutput(
+            actions=bins_to_actions(chunk_bins[:, 0]),
+            bins=chunk_bins[:, 0],
+            logprobs=chunk_logprobs[:, 0],
+            chunk_bins=chunk_bins,
+            chunk_logprobs=chunk_logprobs,
+            waypoints=None if waypoints is None else waypoints.float().cpu().numpy(),
         )
 
     # ----------------------------------------------------------------- judges

@@ -1,9 +1,10 @@
 """Built-in model presets: typed configs for the policies built from scratch.
 
 `tiny`, `tiny_vision` and `small` build the instruction-aware policy (`agent.model`, the
-default); `tiny_keypoints` is `tiny` with the manipulation levers (spatial-softmax and
+default); `tiny_keypoints` is `tiny` with the earlier manipulation levers (spatial-softmax and
 instruction-queried keypoints, weighted word pooling, ordinal bin embeddings; BENCHMARKS.md,
-"Manipulation levers", measures them); `idefics3_tiny`, `idefics3_tiny_vision` and `idefics3_small` build small Idefics3
+"Manipulation levers", measures them); `tiny_grasp` is `tiny` with the manipulation design
+(keypoints, "where next" waypoints, action chunks; BENCHMARKS.md, "Manipulation, session 9"); `idefics3_tiny`, `idefics3_tiny_vision` and `idefics3_small` build small Idefics3
 (SmolVLM architecture) models, kept for comparison.
 """
 
@@ -42,6 +43,13 @@ class PolicyPreset:
     """autodidact_vlm: keypoints the instruction asks for (see `agent.model`; 0: none)."""
     bin_features: bool = False
     """autodidact_vlm: ordinal embeddings for the state and action bin tokens."""
+    waypoints: int = 0
+    """autodidact_vlm: how many of the next keyframes' fingertip positions the vision estimates
+    ("where next", an auxiliary target), in an image token of their own (`agent.model`; 0: none)."""
+    chunk: int = 1
+    """Actions per decision. 1: one action, its tokens emitted one by one; K > 1 (autodidact_vlm):
+    the next K actions from learnt queries in one forward pass (`agent.model.action_queries`),
+    executed with temporal ensembling when greedy, open loop when sampled (`agent.chunking`)."""
     patch_size: int = 8
     """idefics3: vision patch side; (image_size / patch_size)^2 patches enter the encoder."""
     scale_factor: int = 2
@@ -67,7 +75,8 @@ class PolicyPreset:
         """Number of `<image>` tokens per image in the prompt."""
         if self.architecture == "idefics3":
             return (self.image_size // self.patch_size) ** 2 // self.scale_factor**2
-        return self.image_tokens + (1 if self.keypoints or self.queried_keypoints else 0)
+        keypoint_token = 1 if self.keypoints or self.queried_keypoints else 0
+        return self.image_tokens + keypoint_token + (1 if self.waypoints else 0)
 
 
 _TINY = PolicyPreset(name="tiny")
@@ -103,6 +112,9 @@ PRESETS: dict[str, PolicyPreset] = {
     ),
     "idefics3_small": _IDEFICS3_SMALL,
     "tiny_keypoints": replace(_TINY, name="tiny_keypoints", **_MANIPULATION),
+    # the manipulation design (issue 31; `../shared/probes/manip_probe.py`'s levers): spatial-
+    # softmax keypoints, "where next" waypoints (the next two keyframes) and chunks of 4 actions
+    "tiny_grasp": replace(_TINY, name="tiny_grasp", keypoints=32, waypoints=2, chunk=4),
 }
 
 

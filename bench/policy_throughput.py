@@ -19,8 +19,12 @@ For each preset and batch size, in one run:
 Times are CPU seconds of this process (one thread by default), calls of `act` and `generate`
 interleaved, medians reported: on a shared machine that is the work each one does.
 
+A chunk preset (`tiny_grasp`) decides K actions per forward pass: its rows give decisions/s,
+which are actions/s under temporal ensembling (a decision every step, greedy evaluation), and K
+times that executed open loop (sampled collection).
+
 Usage: python bench/policy_throughput.py [--threads 1] [--presets tiny small idefics3_tiny
-       idefics3_small] [--seconds 3]
+       idefics3_small tiny_grasp] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -92,14 +96,15 @@ def _vision_flops(policy: Policy) -> float:
 
 
 def flops_per_action(policy: Policy, text_tokens: int, context: int) -> float:
-    """Model FLOPs to produce one action (4 tokens) for one observation (see module docstring):
-    `text_tokens` go through the text model (decode tokens included), attending to `context`."""
+    """Model FLOPs of one decision for one observation (see module docstring): `text_tokens` go
+    through the text model (decode tokens or a chunk's queries included), attending to
+    `context`; the head is read at every action-token position (4, or K x 4 for a chunk)."""
     model = policy.backbone
     text = model.config.text_config
     text_model = (
         model.language_model if hasattr(model, "language_model") else model.model.text_model
     )
-    head = model.lm_head.weight.numel() * policy.action_dim
+    head = model.lm_head.weight.numel() * policy.action_dim * policy.chunk
     flops = _vision_flops(policy) + 2 * _linear_params(text_model) * text_tokens + 2 * head
     flops += 4 * text_tokens * context * text.hidden_size * text.num_hidden_layers
     return float(flops)
@@ -132,6 +137,8 @@ def bench(preset: str, batches: list[int], seconds: float, peak: float) -> list[
     size = policy.settings.image_size
     pad = policy.tokenizer.pad_token_id
     rows = []
+    if policy.chunk > 1:
+        return bench_chunks(policy, preset, batches, seconds, peak)
     for batch in batches:
         rng = np.random.default_rng(batch)
         instructions = [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(batch)]
@@ -174,6 +181,41 @@ def bench(preset: str, batches: list[int], seconds: float, peak: float) -> list[
     return rows
 
 
+def bench_chunks(policy: Policy, preset: str, batches: list[int], seconds: float, peak: float):
+    """A chunk policy: one forward pass decides K actions. Executed open loop (sampled
+    collection) each decision serves K steps; with temporal ensembling (greedy evaluation) the
+    policy decides at every step, so a step costs one decision."""
+    size, k = policy.settings.image_size, policy.chunk
+    rows = []
+    for batch in batches:
+        rng = np.random.default_rng(batch)
+        instructions = [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(batch)]
+
+        def act(rng=rng, batch=batch, instructions=instructions):
+            images, states = _observations(rng, batch, size)
+            policy.act(images, instructions, states)
+
+        (t_act,) = _interleaved([act], seconds)
+        suffix = len(policy._pieces.suffix_ids(np.zeros(4, np.float32))) + k * policy.action_dim
+        flops = flops_per_action(policy, suffix, suffix + 12)  # + a typical instruction
+        rows.append(
+            {
+                "preset": preset,
+                "params_M": round(policy.num_parameters() / 1e6, 2),
+                "batch": batch,
+                "chunk": k,
+                "decisions_per_s": batch / t_act,
+                "act_actions_per_s": batch / t_act,  # ensembled: one decision per step
+                "open_loop_actions_per_s": batch * k / t_act,
+                "mflops_per_action": flops / 1e6,
+                "bound_actions_per_s": peak / flops,
+                "fraction_of_bound": batch / t_act / (peak / flops),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -193,6 +235,14 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
+        if "chunk" in r:  # a chunk policy: no `generate` baseline; open-loop actions/s instead
+            print(
+                f"| {r['preset']} (chunk {r['chunk']}) | {r['params_M']}M | {r['batch']} | "
+                f"{r['act_actions_per_s']:.0f} ensembled, {r['open_loop_actions_per_s']:.0f} "
+                f"open loop | - | - | {r['mflops_per_action']:.1f} per decision | "
+                f"{r['bound_actions_per_s']:.0f} | {100 * r['fraction_of_bound']:.0f}% |"
+            )
+            continue
         print(
             f"| {r['preset']} | {r['params_M']}M | {r['batch']} | {r['act_actions_per_s']:.0f} | "
             f"{r['generate_actions_per_s']:.0f} | {r['speedup_vs_generate']:.2f}x | "

@@ -9,8 +9,14 @@ instructions; how often the greedy action moves the expert's way, per axis, on a
 first steps) and by greedy success on the held-out evaluation seeds (per task, 95% Wilson
 intervals), beside a uniformly random policy on the same seeds.
 
+Manipulation (issue 31): `--noise` records noise-injected demonstrations (DART), `--keyframes`
+and `--waypoint-weight` set the waypoint targets of a preset with a waypoint head, and
+`--executions` evaluates a chunk preset under several greedy execution modes on the same seeds
+(`train.collect.chunking`); the grasp breakdown and the waypoint error are printed per mode.
+
 Usage: python bench/sft_grounding.py [--preset tiny] [--tasks reach [push ...]] [--demos 1000]
-       [--goals drawn|all] [--recipes 32x600 8x2400]
+       [--goals drawn|all] [--recipes 32x600 8x2400] [--noise 0.1] [--seed 0]
+       [--executions ensemble ensemble_all replan open_loop]
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ import torch
 import envs
 from agent.policy import Policy
 from agent.presets import get_preset
-from train.collect.episodes import Job, all_goal_jobs, collect_episodes
+from train.collect.chunking import EXECUTIONS
+from train.collect.episodes import ExpertActor, Job, PolicyActor, all_goal_jobs, collect_episodes
 from train.results.diagnostics import input_reliance
-from train.results.evaluate import evaluate, task_name, wilson_interval
+from train.results.evaluate import episode_metrics, evaluate, task_name, wilson_interval
 from train.updates.batching import chunks, episode_steps
 from train.updates.config import SFTConfig
 from train.updates.sft import sft_update
@@ -71,6 +78,24 @@ def direction_agreement(policy, validation) -> dict[str, float | None]:
                 round(float(agree.mean()), 3) if agree.size else None
             )
     return out
+
+
+@torch.no_grad()
+def waypoint_error(policy, validation, kind: str) -> dict[str, float]:
+    """Median distance (cm) between the policy's "where next" estimate and the validation
+    demonstrations' keyframe targets (none for a policy without the waypoint head)."""
+    if not policy.waypoints:
+        return {}
+    steps = episode_steps(validation, policy.chunk, policy.waypoints, kind, acted=True)
+    found = []
+    with policy.mode(training=False):
+        for rows in chunks(len(steps), 128):
+            part = steps.select(rows)
+            bins = part.bins if part.chunk_bins is None else part.chunk_bins
+            inputs = policy.prepare_inputs(part.images, part.instructions, part.states, bins)
+            found.append(policy.logprobs_and_waypoints(inputs)[1].float().cpu().numpy())
+    error = np.linalg.norm(np.concatenate(found) - steps.waypoints, axis=-1) * 100
+    return {"waypoint_error_cm": round(float(np.median(error)), 2)}
 
 
 def grasp_rates(episodes) -> dict[str, list]:
@@ -121,6 +146,18 @@ def main() -> None:
         help="train on each demo's steps before the fingers first close this many times",
     )
     parser.add_argument("--save", default=None, help="save each trained policy to SAVE/BxS")
+    parser.add_argument("--noise", type=float, default=0.0, help="DART noise of the demos' moves")
+    parser.add_argument("--keyframes", default="gripper", help="SFTConfig.keyframes")
+    parser.add_argument("--waypoint-weight", type=float, default=1.0, help="0: no waypoint loss")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0, help="the policy's and SFT's seed")
+    parser.add_argument(
+        "--executions",
+        nargs="+",
+        default=["ensemble"],
+        choices=EXECUTIONS,
+        help="greedy execution modes of a chunk policy to evaluate (each on the same seeds)",
+    )
     args = parser.parse_args()
     size = get_preset(args.preset).image_size
 
@@ -132,7 +169,7 @@ def main() -> None:
         else:
             jobs += [Job(task, s) for s in range(args.demos)]
         held += [Job(task, VALIDATION_SEED_BASE + s) for s in range(args.validation_demos)]
-    demos = collect_episodes(jobs, "expert", num_envs=16, image_size=size)
+    demos = collect_episodes(jobs, ExpertActor(args.noise, seed=1), num_envs=16, image_size=size)
     demos = [e for e in demos if e.is_success]
     validation = collect_episodes(held, "expert", num_envs=16, image_size=size)
     demos += [p for e in demos for p in [approach(e)] * (args.approach_weight - 1) if p]
@@ -146,14 +183,25 @@ def main() -> None:
             max_steps=steps,
             warmup_steps=50,
             augment_shift=args.augment_shift,
+            weight_decay=args.weight_decay,
+            min_lr_ratio=0.0,
+            waypoint_weight=args.waypoint_weight,
+            keyframes=args.keyframes,
+            seed=args.seed,
         )
-        policy = Policy.from_preset(args.preset, seed=0)
+        policy = Policy.from_preset(args.preset, seed=args.seed)
         start = time.perf_counter()
         metrics = sft_update(policy, demos, config)
         seconds = time.perf_counter() - start
         diag = input_reliance(policy, validation)
+        diag.update(waypoint_error(policy, validation, args.keyframes))
         diag.update(direction_agreement(policy, validation))
-        results, rollouts = evaluate(policy, tasks, args.episodes, image_size=size)
+        modes = args.executions if policy.chunk > 1 else ["ensemble"]
+        by_mode = {}
+        for mode in modes:
+            actor = PolicyActor(policy, greedy=True, execution=mode)
+            by_mode[mode] = evaluate(actor, tasks, args.episodes, image_size=size)
+        results, rollouts = by_mode[modes[0]]
         if args.save:
             policy.save_pretrained(f"{args.save}/{batch_size}x{steps}")
         row = {
@@ -166,6 +214,7 @@ def main() -> None:
             "train_seconds": round(seconds, 1),
             "augment_shift": args.augment_shift,
             "train_ce": round(metrics["train/sft_loss"], 3),
+            **{k: round(v, 3) for k, v in metrics.items() if "waypoint" in k},
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in diag.items()},
             **{
                 f"success/{task_name(t)}": [
@@ -175,6 +224,21 @@ def main() -> None:
                 for t in tasks
             },
             **grasp_rates(rollouts),
+            **{
+                f"{mode}/success/{task_name(t)}": [
+                    r[t].success_rate,
+                    [round(x, 3) for x in r[t].interval],
+                ]
+                for mode, (r, _) in list(by_mode.items())[1:]
+                for t in tasks
+            },
+            **{
+                f"{mode}/{k}": round(v, 3)
+                for mode, (_, eps) in by_mode.items()
+                for k, v in episode_metrics(eps).items()
+            },
+            "noise": args.noise,
+            "seed": args.seed,
             "threads": torch.get_num_threads(),
         }
         print(json.dumps(row), flush=True)

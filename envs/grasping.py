@@ -25,6 +25,17 @@ def is_grasped(env: TabletopEnv, cube_geoms: frozenset[int]) -> bool:
     )
 
 
+def grasp_report(env: TabletopEnv, cube_geoms: dict[str, frozenset[int]], named: str) -> dict:
+    """What the gripper holds now, for `info`: `grasp/named` (1.0 when the named cube is
+    grasped) and `grasp/other` (1.0 when another cube is): where a grasp task's episodes fail
+    (no grasp, the wrong cube, still holding, let go elsewhere) is read from these."""
+    other = any(is_grasped(env, geoms) for color, geoms in cube_geoms.items() if color != named)
+    return {
+        "grasp/named": float(is_grasped(env, cube_geoms[named])),
+        "grasp/other": float(other),
+    }
+
+
 def grasp_action(env: TabletopEnv, cube: np.ndarray) -> np.ndarray:
     """Next action towards grasping the cube at `cube` (centre): above it, down, close."""
     tip = env.tip_pos()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.grasping import HALF, carry_action, grasp_action, is_grasped
+from envs.grasping import HALF, carry_action, grasp_action, grasp_report, is_grasped
 from envs.tabletop import COLORS, TabletopEnv
 
 CUBES = ("cube0", "cube1", "cube2")
@@ -54,6 +54,11 @@ class PickPlaceCubeEnv(TabletopEnv):
     def _goal_satisfied(self, goal: dict[str, str]) -> bool:
         released = not self.touching(self.finger_geoms, self._cube_geoms[goal["color"]])
         return self._in_bin(goal["color"]) and released
+
+    def _info(self) -> dict:
+        info = super()._info()
+        info.update(grasp_report(self, self._cube_geoms, self.goal["color"]))
+        return info
 
     def _reward_terms(self) -> dict[str, float]:
         cube = self.body_pos(self.cube_color[self.goal["color"]])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.grasping import HALF, carry_action, grasp_action, is_grasped
+from envs.grasping import HALF, carry_action, grasp_action, grasp_report, is_grasped
 from envs.tabletop import COLORS, TabletopEnv
 
 CUBES = ("cube0", "cube1", "cube2")
@@ -56,6 +56,11 @@ class StackCubeEnv(TabletopEnv):
             and not self.touching(self.finger_geoms, self._cube_geoms[goal["color"]])
             and self.body_speed(self.cube_color[goal["color"]]) < 0.05
         )
+
+    def _info(self) -> dict:
+        info = super()._info()
+        info.update(grasp_report(self, self._cube_geoms, self.goal["color"]))
+        return info
 
     def _reward_terms(self) -> dict[str, float]:
         top = self.body_pos(self.cube_color[self.goal["color"]])

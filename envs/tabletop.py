@@ -309,6 +309,25 @@ class TabletopEnv(gym.Env, abc.ABC):
         """Fingertip point (between the finger tips), world frame."""
         return self.data.site_xpos[self._tip_site].copy()
 
+    def world_to_pixel(self, points: np.ndarray) -> np.ndarray:
+        """float [N, 2]: the (column, row) in the observation image of world points [N, 3]
+        under the `front` camera (pinhole: its pose after the last step, its vertical field of
+        view); points behind the camera come out NaN. For drawing, e.g. a policy's waypoint on
+        a video."""
+        cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, "front")
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_camlight(self.model, self.data)
+        axes = self.data.cam_xmat[cam].reshape(3, 3)  # columns: camera x, y, z in world
+        rel = (np.asarray(points, dtype=np.float64).reshape(-1, 3) - self.data.cam_xpos[cam]) @ axes
+        depth = -rel[:, 2]  # the camera looks along its -z
+        focal = 0.5 * self.image_height / np.tan(np.radians(self.model.cam_fovy[cam]) / 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            col = 0.5 * self.image_width + focal * rel[:, 0] / depth
+            row = 0.5 * self.image_height - focal * rel[:, 1] / depth
+        out = np.stack([col, row], axis=1)
+        out[depth <= 0] = np.nan
+        return out
+
     def finger_gap(self) -> float:
         return float(sum(self.data.qpos[a] for a in self._finger_qpos))
 

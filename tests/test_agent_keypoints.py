@@ -91,8 +91,8 @@ def test_the_keypoint_token_follows_the_named_colour(policy):
         _words(policy, "put the blue cube in the bin"),
     )
     with torch.no_grad():
-        tokens = vision(pixels, red)
-        other = vision(pixels, blue)
+        tokens = vision(pixels, red)[0]
+        other = vision(pixels, blue)[0]
     hidden = policy.backbone.config.text_config.hidden_size
     assert tokens.shape == (1, 5, hidden)  # four dense tokens and the keypoint token
     assert policy.settings.image_seq_len == 5

@@ -45,11 +45,11 @@ def test_image_tokens_depend_on_the_instructions_words_only(policy):
         [policy.tokenizer.convert_tokens_to_ids(["<image>", "<act_7>", "<pad>"])]
     )
     with torch.no_grad():
-        tokens = vision(pixels, red)
+        tokens = vision(pixels, red)[0]
         assert tokens.shape == (1, 4, policy.backbone.config.text_config.hidden_size)
-        assert not torch.allclose(tokens, vision(pixels, blue))
+        assert not torch.allclose(tokens, vision(pixels, blue)[0])
         # image placeholders, state/action tokens and padding are not words: they change nothing
-        torch.testing.assert_close(tokens, vision(pixels, torch.cat([special, red], dim=1)))
+        torch.testing.assert_close(tokens, vision(pixels, torch.cat([special, red], dim=1))[0])
 
 
 def test_a_judge_prompt_conditions_the_vision_on_the_instruction_alone(policy):
@@ -65,11 +65,11 @@ def test_a_judge_prompt_conditions_the_vision_on_the_instruction_alone(policy):
     with torch.no_grad():
         judged = policy.text_prompt_inputs(images, questions, instructions)
         acting = policy.text_prompt_inputs(images, instructions)
-        tokens = vision(judged["pixel_values"], judged["instruction_ids"])
-        torch.testing.assert_close(tokens, vision(acting["pixel_values"], acting["input_ids"]))
+        tokens = vision(judged["pixel_values"], judged["instruction_ids"])[0]
+        torch.testing.assert_close(tokens, vision(acting["pixel_values"], acting["input_ids"])[0])
         # without the instructions the question's other words dilute the conditioning
         assert "instruction_ids" not in policy.text_prompt_inputs(images, questions)
-        diluted = vision(judged["pixel_values"], judged["input_ids"])
+        diluted = vision(judged["pixel_values"], judged["input_ids"])[0]
         assert not torch.allclose(tokens, diluted)
 
 

@@ -32,6 +32,11 @@ class DemoSection:
     seed policy must be weak so that the rounds have something to improve)."""
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(epochs=20, lr=1e-3))
     """How the fresh policy is fitted to the demonstrations."""
+    noise: float = 0.0
+    """Noise-injected demonstrations (DART): the standard deviation of the Gaussian noise added
+    to the expert's executed moves (x, y, z, in action units); the recorded label stays the
+    expert's clean action (`train.collect.episodes.ExpertActor`). 0: the clean expert. The
+    manipulation presets use 0.1 (BENCHMARKS.md, "Manipulation, session 9")."""
 
 
 @dataclass
@@ -191,6 +196,11 @@ class CampaignConfig:
                 f"collect.temperature={self.collect.temperature}: RL's importance ratios compare "
                 "the policy's log-probs with the rollouts' recorded ones, which were taken at the "
                 "collection temperature; set both to the same value"
+            )
+        if not 0.0 <= self.demos.noise <= 1.0:
+            raise ValueError(
+                f"demos.noise={self.demos.noise} is out of range; expected a standard deviation "
+                "in [0, 1] (action units; the manipulation presets use 0.1)"
             )
         if self.collect.backend not in BACKENDS:
             raise ValueError(

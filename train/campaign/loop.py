@@ -37,14 +37,22 @@ from train.campaign.config import CampaignConfig
 from train.campaign.runlog import RunLog, atomic_write_text
 from train.campaign.typed_config import ConfigError, dump_toml, to_dict
 from train.collect.chunks import Chunk, make_chunks, make_collector
-from train.collect.episodes import Job
+from train.collect.episodes import ExpertActor, Job
 from train.collect.store import EpisodeStore, StoreError
 from train.collect.workers import task_modules
 from train.organize import round_data as organize
 from train.paths import OutputPathError, check_output_dir, enclosing_campaign
 from train.progress import progress_bar
 from train.results.diagnostics import input_reliance
-from train.results.evaluate import eval_metrics, evaluate, task_name, write_video
+from train.results.evaluate import (
+    breakdown_lines,
+    episode_metrics,
+    eval_metrics,
+    evaluate,
+    task_name,
+    waypoint_pixels,
+    write_video,
+)
 from train.updates import UPDATES
 from verifiers.episode import EXPERT_POLICY_ID, Episode
 from verifiers.registry import verify
@@ -119,10 +127,11 @@ class Campaign:
         if self._checkpoint(0).exists():
             self.policy = self._load(0)
             return self.runlog.partial(0)
-        demos = self._collect(0, EXPERT_POLICY_ID, "demos")
+        demos = self._collect(0, self._demonstrator(), "demos")
         policy = self._fresh_policy()
         config = replace(cfg.demos.sft, seed=cfg.update_seed(0))
-        metrics = UPDATES["sft"].run(policy, demos, config)
+        # a noise-injected demonstration can fail; the policy learns from the ones that succeed
+        metrics = UPDATES["sft"].run(policy, [e for e in demos if e.is_success], config)
         record = {
             "demos/episodes": len(demos),
             "demos/successes": sum(e.is_success for e in demos),
@@ -200,7 +209,7 @@ class Campaign:
                     f"{problem.describe()}; collecting it again needs the policy that collected "
                     f"it, {str(self._checkpoint(k - 1))!r}, which is missing"
                 )
-            policy = EXPERT_POLICY_ID if k == 0 else self._load(k - 1)
+            policy = self._demonstrator() if k == 0 else self._load(k - 1)
             chunk = self._chunks(k)[c]
             [(_, episodes)] = self.collector().collect([chunk], policy, self.config.collect.dtype)
             entry = self.store.replace_part(problem.file, episodes)
@@ -242,8 +251,12 @@ class Campaign:
                     / "videos"
                     / f"round_{k}"
                     / f"{task_name(task_id)}_s{e.env_seed}_{outcome}.mp4",
+                    marks=waypoint_pixels(e),
                 )
-        return eval_metrics(results)
+        metrics = {**eval_metrics(results), **episode_metrics(episodes)}
+        for line in breakdown_lines(metrics, self.task_ids):
+            log.info("round %d: %s", k, line)
+        return metrics
 
     def finish(self) -> dict[str, Any]:
         from train.results.plots import plot_campaign
@@ -255,6 +268,13 @@ class Campaign:
         return self.runlog.rows()[-1]
 
     # ---- helpers --------------------------------------------------------------------------
+
+    def _demonstrator(self) -> Any:
+        """Who records round 0's demonstrations: the scripted expert, its moves noise-injected
+        by `demos.noise` (each episode's noise drawn from the campaign seed and its job)."""
+        if not self.config.demos.noise:
+            return EXPERT_POLICY_ID
+        return ExpertActor(self.config.demos.noise, seed=self.config.collect_seed(0, 0))
 
     def _jobs(self, k: int) -> list[Job]:
         """Round k's collection: the demonstrations (k = 0), else group_size rollouts of each

@@ -116,7 +116,15 @@ def eval(args: argparse.Namespace) -> int:
     import envs
     from agent import Policy
     from agent.runtime import adapt_threads
-    from train.results.evaluate import eval_metrics, evaluate, task_name, write_video
+    from train.results.evaluate import (
+        breakdown_lines,
+        episode_metrics,
+        eval_metrics,
+        evaluate,
+        task_name,
+        waypoint_pixels,
+        write_video,
+    )
 
     _setup_logging()
     task_ids = [envs.resolve(t) for t in (args.tasks or envs.TASK_IDS)]
@@ -137,8 +145,12 @@ def eval(args: argparse.Namespace) -> int:
     if args.video_dir:
         for task_id in task_ids:
             e = next(e for e in episodes if e.task_id == task_id)
-            write_video(e, Path(args.video_dir) / f"{task_name(task_id)}_s{e.env_seed}.mp4")
-    metrics = eval_metrics(results)
+            write_video(
+                e,
+                Path(args.video_dir) / f"{task_name(task_id)}_s{e.env_seed}.mp4",
+                marks=waypoint_pixels(e),
+            )
+    metrics = {**eval_metrics(results), **episode_metrics(episodes)}
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), **metrics}, indent=2))
         return 0
@@ -151,6 +163,8 @@ def eval(args: argparse.Namespace) -> int:
     print(
         f"{'mean':<22} {metrics['eval/success_rate']:>8.2f}  [{metrics['eval/ci_low']:.2f}, {metrics['eval/ci_high']:.2f}]"
     )
+    for line in breakdown_lines(metrics, task_ids):
+        print(line)
     return 0
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -13,6 +14,7 @@ import numpy as np
 import envs
 from agent.action_tokens import N_BINS, actions_to_bins, bins_to_actions
 from agent.runtime import adapt_threads
+from train.collect.chunking import ChunkExecutor
 from verifiers.episode import EXPERT_POLICY_ID, RANDOM_POLICY_ID, Episode
 
 POLICY_KINDS = (EXPERT_POLICY_ID, RANDOM_POLICY_ID)
@@ -174,6 +176,23 @@ def _numeric_info(info: dict[str, Any], i: int) -> dict[str, float]:
     return out
 
 
+@dataclass
+class ActorStep:
+    """An actor's choice for every slot of one step, when it is more than bins and log-probs."""
+
+    bins: np.ndarray
+    """int64 [num_envs, d]: the action tokens recorded as the step's `action_bins` (the label
+    SFT learns from)."""
+    logprobs: np.ndarray
+    """float32 [num_envs, d]: their log-probs under the actor (NaN when it has none)."""
+    actions: np.ndarray | None = None
+    """float32 [num_envs, d]: what the environment executes, when it differs from the bins'
+    centres (a noise-injected demonstration, a temporally ensembled chunk); None: the centres."""
+    info: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per-slot values [num_envs] recorded in the episode's `step_info` under their names (who
+    labelled the step, a chunk's offset, a predicted waypoint, ...)."""
+
+
 class Actor(Protocol):
     """What acts in `collect_episodes`: one batched choice of action bins per step.
 
@@ -181,7 +200,10 @@ class Actor(Protocol):
     `instruction`), which slots hold a running episode, and the vector env itself (for actors
     that read the simulator, like the scripted expert); it returns action bins (int64
     [num_envs, action_dim]) and their log-probs under the actor (float32, NaN when it has
-    none). Rows of inactive slots are ignored. `policy_id` is recorded in every episode.
+    none), or an `ActorStep`. Rows of inactive slots are ignored. `policy_id` is recorded in
+    every episode. An actor may also have `start(slots, jobs)`: called after those slots were
+    reset onto those jobs, before their first step (to forget a finished episode's plan, or to
+    seed an episode's own noise).
     """
 
     policy_id: str
@@ -189,8 +211,25 @@ class Actor(Protocol):
     def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv): ...
 
 
+def _as_step(out) -> ActorStep:
+    return out if isinstance(out, ActorStep) else ActorStep(*out)
+
+
+def job_rng(seed: int, job: Job) -> np.random.Generator:
+    """A random stream of one job's own, from `seed` and the job's task, seed and tag: what an
+    actor draws in an episode then depends on that episode alone, not on which slot ran it."""
+    key = f"{job.task_id}/{job.seed}/{job.tag}".encode()
+    return np.random.default_rng([int(seed), zlib.crc32(key)])
+
+
 class PolicyActor:
-    """An `agent.Policy` acting on the active slots as one batch, sampling from `seed`."""
+    """An `agent.Policy` acting on the active slots as one batch, sampling from `seed`.
+
+    A chunk policy (`policy.chunk` > 1) is executed by a `ChunkExecutor`: greedy, with
+    `execution` (`ensemble`: temporal ensembling of the moves, the newest chunk's fingers;
+    `replan`; `open_loop`); sampled, open loop, each executed step recording its tokens, their
+    log-probs and `chunk/offset`. A policy with a waypoint head records its newest estimate of
+    the next keyframe as `waypoint/x|y|z` (metres)."""
 
     def __init__(
         self,
@@ -200,42 +239,116 @@ class PolicyActor:
         temperature: float = 1.0,
         top_k: int = 0,
         seed: int = 0,
+        execution: str = "ensemble",
     ):
         import torch
 
         self.policy = policy
         self.policy_id = policy.policy_id
+        self.greedy = greedy
         self.kwargs = dict(
             greedy=greedy,
             temperature=temperature,
             top_k=top_k,
             generator=torch.Generator(device=policy.device).manual_seed(seed),
         )
+        chunk = getattr(policy, "chunk", 1)
+        self.executor = ChunkExecutor(chunk, execution) if chunk > 1 else None
+        self._waypoint: dict[int, np.ndarray] = {}
+
+    def start(self, slots: Sequence[int], jobs: Sequence[Job]) -> None:
+        if self.executor is not None:
+            self.executor.start(slots)
 
     def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv):
         adapt_threads()  # follow the machine's load (agent.runtime)
         idx = np.flatnonzero(active)
-        bins = np.zeros((vec.num_envs, self.policy.action_dim), dtype=np.int64)
+        n, d = vec.num_envs, self.policy.action_dim
+        bins = np.zeros((n, d), dtype=np.int64)
         logprobs = np.full(bins.shape, np.nan, dtype=np.float32)
-        out = self.policy.act(
-            obs["image"][idx],
-            [obs["instruction"][i] for i in idx],
-            obs["state"][idx],
-            **self.kwargs,
-        )
-        bins[idx], logprobs[idx] = out.bins, out.logprobs
-        return bins, logprobs
+        deciding = idx if self.executor is None else self.executor.deciding(idx, self.greedy)
+        out = None
+        if len(deciding):
+            out = self.policy.act(
+                obs["image"][deciding],
+                [obs["instruction"][i] for i in deciding],
+                obs["state"][deciding],
+                **self.kwargs,
+            )
+            if out.waypoints is not None:
+                for row, slot in enumerate(deciding):
+                    self._waypoint[int(slot)] = out.waypoints[row, 0]
+        info = {}
+        if self._waypoint:
+            where = np.full((n, 3), np.nan, dtype=np.float32)
+            for slot in idx:
+                where[slot] = self._waypoint.get(int(slot), np.nan)
+            info.update({f"waypoint/{a}": where[:, k] for k, a in enumerate("xyz")})
+        if self.executor is None:
+            bins[idx], logprobs[idx] = out.bins, out.logprobs
+            return ActorStep(bins, logprobs, info=info)
+        ex = self.executor
+        for row, slot in enumerate(deciding):
+            if self.greedy:
+                ex.decide(slot, bins_to_actions(out.chunk_bins[row]))
+            else:
+                ex.decide(slot, None, out.chunk_bins[row], out.chunk_logprobs[row])
+        actions = np.zeros((n, d), dtype=np.float32)
+        offsets = np.zeros(n, dtype=np.float32)
+        for slot in idx:
+            if self.greedy:
+                actions[slot], offsets[slot] = ex.greedy_action(slot)
+                bins[slot] = actions_to_bins(actions[slot])
+            else:
+                bins[slot], logprobs[slot], offsets[slot] = ex.sampled_step(slot)
+                actions[slot] = bins_to_actions(bins[slot])
+        ex.advance(idx)
+        if not self.greedy:  # where each executed step sits in the sampled chunk it came from
+            info["chunk/offset"] = offsets
+        return ActorStep(bins, logprobs, actions, info)
 
 
 class ExpertActor:
     """The task's scripted expert, its actions quantized to action bins (as a perfect imitator
-    would reproduce them)."""
+    would reproduce them).
+
+    With `noise` > 0, noise-injected demonstrations (DART, Laskey et al. 2017): the environment
+    executes the expert's action plus Gaussian noise of that standard deviation on the moves
+    (x, y, z; the finger command stays the expert's), while the recorded bins are the expert's
+    clean action: the demonstrations then show how to recover from the small errors an imitator
+    makes. Each step records `label/expert` = 1 (the bins are the expert's label) and
+    `label/noise` (the norm of the noise executed). Each episode draws its noise from its own
+    stream (`job_rng` of `seed`), so it does not depend on the slot or batch it ran in.
+    """
 
     policy_id = EXPERT_POLICY_ID
 
+    def __init__(self, noise: float = 0.0, seed: int = 0):
+        if not noise >= 0:
+            raise ValueError(f"expert noise must be >= 0, got {noise}")
+        self.noise, self.seed = float(noise), int(seed)
+        self._rngs: dict[int, np.random.Generator] = {}
+
+    def start(self, slots: Sequence[int], jobs: Sequence[Job]) -> None:
+        for slot, job in zip(slots, jobs, strict=True):
+            self._rngs[slot] = job_rng(self.seed, job)
+
     def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv):
-        bins = actions_to_bins(np.asarray(vec.call("expert_action"), dtype=np.float32))
-        return bins, np.full(bins.shape, np.nan, dtype=np.float32)
+        clean = np.asarray(vec.call("expert_action"), dtype=np.float32)
+        bins = actions_to_bins(clean)
+        logprobs = np.full(bins.shape, np.nan, dtype=np.float32)
+        if not self.noise:
+            return bins, logprobs
+        executed = bins_to_actions(bins)
+        noise = np.zeros((len(bins), 3), dtype=np.float32)
+        for i in np.flatnonzero(active):
+            noise[i] = self._rngs[i].normal(0.0, self.noise, 3)
+        executed[:, :3] = np.clip(executed[:, :3] + noise, -1.0, 1.0)
+        info = {
+            "label/expert": np.ones(len(bins), dtype=np.float32),
+            "label/noise": np.linalg.norm(noise, axis=1),
+        }
+        return ActorStep(bins, logprobs, executed.astype(np.float32), info)
 
 
 class RandomActor:
@@ -333,11 +446,14 @@ def collect_episodes(
             parking = [i for i in free[len(starting) :] if ended[i]]
             if starting or parking:
                 obs = _start(vec, obs, jobs, starting, parking, next_job, traces, job_of_slot)
+                if starting and hasattr(actor, "start"):
+                    actor.start(starting, jobs[next_job : next_job + len(starting)])
                 next_job += len(starting)
                 ended[starting + parking] = False
             active = np.array([t is not None for t in traces])
-            bins, logprobs = actor.act(obs, active, vec)
-            actions = bins_to_actions(bins)
+            step = _as_step(actor.act(obs, active, vec))
+            bins, logprobs = step.bins, step.logprobs
+            actions = bins_to_actions(bins) if step.actions is None else step.actions.copy()
             actions[~active] = 0.0
             obs, rewards, terminated, truncated, info = vec.step(actions)
             ended = terminated | truncated
@@ -351,6 +467,8 @@ def collect_episodes(
                 trace.rewards.append(float(rewards[i]))
                 for key, value in _numeric_info(info, i).items():
                     trace.step_info.setdefault(key, []).append(value)
+                for key, values in step.info.items():
+                    trace.step_info.setdefault(key, []).append(float(values[i]))
                 trace.frames.append(obs["image"][i].copy())
                 trace.states.append(obs["state"][i].copy())
                 for instruction in achieved[i]:

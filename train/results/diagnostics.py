@@ -32,7 +32,7 @@ def input_reliance(
     steps share one instruction). The policy's train/eval mode is left as it was (eval mode while
     measuring).
     """
-    steps = data if isinstance(data, StepSet) else episode_steps(data)
+    steps = data if isinstance(data, StepSet) else episode_steps(data, policy.chunk, acted=True)
     if max_steps < 2:
         raise ValueError(f"max_steps must be >= 2 (a permutation needs two steps), got {max_steps}")
     if len(steps) < 2:

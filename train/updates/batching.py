@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from train.organize.waypoints import episode_waypoints
 from verifiers.episode import Episode
 
 
@@ -33,6 +34,19 @@ class StepSet:
     """int64 [N]: which input episode each step came from."""
     old_logprobs: np.ndarray
     """float32 [N, d]: the log-probs recorded at rollout (NaN for non-MLLM policies)."""
+    chunk_bins: np.ndarray | None = None
+    """int64 [N, K, d]: for a chunk policy, each step's bins and the next K - 1 steps' of its
+    episode (the targets of one decision); None when collected for one step per decision."""
+    chunk_mask: np.ndarray | None = None
+    """bool [N, K]: which of `chunk_bins` lie inside the episode (past its end: padding)."""
+    waypoints: np.ndarray | None = None
+    """float32 [N, W, 3]: the fingertip position (m) at each step's next W keyframes
+    (`train.organize.waypoints`); None when not collected."""
+    slot: np.ndarray | None = None
+    """int64 [N]: for the steps of a chunk policy as it acted (`episode_steps(acted=True)`), each
+    step's place in the chunk of the decision that produced it; `images`, `states` and
+    `chunk_bins` are then that decision's, and a step's log-probs are its slot's. None: every
+    step is scored as a decision of its own (SFT's chunk targets)."""
 
     def __len__(self) -> int:
         return int(self.bins.shape[0])
@@ -47,6 +61,10 @@ class StepSet:
             bins=self.bins[rows],
             episode_index=self.episode_index[rows],
             old_logprobs=self.old_logprobs[rows],
+            chunk_bins=None if self.chunk_bins is None else self.chunk_bins[rows],
+            chunk_mask=None if self.chunk_mask is None else self.chunk_mask[rows],
+            waypoints=None if self.waypoints is None else self.waypoints[rows],
+            slot=None if self.slot is None else self.slot[rows],
         )
 
 
@@ -70,21 +88,80 @@ def _check_episode(episode: Episode) -> None:
         )
 
 
-def episode_steps(episodes: Sequence[Episode]) -> StepSet:
-    """Flatten `episodes` (frames loaded) into one `StepSet` of all their steps."""
+def chunk_targets(bins: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """An episode's bins [T, d] as per-step chunks: (int64 [T, K, d], each step's bins and the
+    next K - 1 steps'; bool [T, K], False past the episode's end, where the bins repeat the last)."""
+    t = len(bins)
+    rows = np.arange(t)[:, None] + np.arange(chunk)
+    return bins[np.minimum(rows, t - 1)], rows < t
+
+
+def episode_steps(
+    episodes: Sequence[Episode],
+    chunk: int = 1,
+    waypoints: int = 0,
+    keyframes: str = "gripper",
+    acted: bool = False,
+) -> StepSet:
+    """Flatten `episodes` (frames loaded) into one `StepSet` of all their steps; with `chunk` > 1
+    also each step's chunk of targets (`chunk_targets`), with `waypoints` > 0 each step's next
+    keyframes' fingertip positions (`train.organize.waypoints`, keyframes of kind `keyframes`).
+
+    `acted` (chunk > 1): each step as the chunk policy produced it, for log-probs of the actions
+    it took (RL, DPO, diagnostics): the observation and chunk of the decision the step came
+    from (`step_info["chunk/offset"]` steps before; a step without it is a decision of its own)
+    and its place in that chunk (`StepSet.slot`)."""
     if not episodes:
         raise ValueError("no episodes; expected at least one")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     for episode in episodes:
         _check_episode(episode)
     lengths = [e.length for e in episodes]
-    return StepSet(
-        images=np.concatenate([e.frames[: e.length] for e in episodes]),
+    decisions = [
+        _decision_steps(e) if acted and chunk > 1 else np.arange(e.length) for e in episodes
+    ]
+    steps = StepSet(
+        images=np.concatenate([e.frames[d] for e, d in zip(episodes, decisions, strict=True)]),
         instructions=[e.instruction for e in episodes for _ in range(e.length)],
-        states=np.concatenate([e.states[: e.length] for e in episodes]).astype(np.float32),
+        states=np.concatenate(
+            [e.states[d] for e, d in zip(episodes, decisions, strict=True)]
+        ).astype(np.float32),
         bins=np.concatenate([e.action_bins for e in episodes]).astype(np.int64),
         episode_index=np.repeat(np.arange(len(episodes)), lengths),
         old_logprobs=np.concatenate([e.logprobs for e in episodes]).astype(np.float32),
     )
+    if chunk > 1:
+        targets = [chunk_targets(e.action_bins.astype(np.int64), chunk) for e in episodes]
+        steps.chunk_bins = np.concatenate(
+            [c[d] for (c, _), d in zip(targets, decisions, strict=True)]
+        )
+        steps.chunk_mask = np.concatenate(
+            [m[d] for (_, m), d in zip(targets, decisions, strict=True)]
+        )
+        if acted:
+            steps.slot = np.concatenate(
+                [np.arange(e.length) - d for e, d in zip(episodes, decisions, strict=True)]
+            )
+    if waypoints:
+        steps.waypoints = np.concatenate(
+            [episode_waypoints(e, waypoints, keyframes) for e in episodes]
+        ).astype(np.float32)
+    return steps
+
+
+def _decision_steps(episode: Episode) -> np.ndarray:
+    """int64 [T]: the step whose decision produced each step (`step_info["chunk/offset"]`)."""
+    t = np.arange(episode.length)
+    offset = episode.step_info.get("chunk/offset")
+    if offset is None:
+        return t
+    decision = t - np.asarray(offset, dtype=np.int64)
+    if (decision < 0).any():
+        raise ValueError(
+            f"episode {episode.episode_id!r}: a chunk offset reaches before the first step"
+        )
+    return decision
 
 
 def minibatches(
@@ -118,9 +195,30 @@ def shift_images(images: np.ndarray, pad: int, generator: torch.Generator) -> np
 
 
 def forward_logprobs(policy, steps: StepSet, temperature: float = 1.0) -> torch.Tensor:
-    """Teacher-forced log-probs [N, d] of `steps.bins` under `policy`, in one forward pass."""
-    inputs = policy.prepare_inputs(steps.images, steps.instructions, steps.states, steps.bins)
-    return policy.logprobs_from_inputs(inputs, temperature=temperature)
+    """Teacher-forced log-probs [N, d] of `steps.bins` under `policy`, in one forward pass
+    (a chunk policy: [N, K * d] of `steps.chunk_bins`, or [N, d] of each step's slot when
+    `steps.slot` is set)."""
+    return forward_logprobs_and_waypoints(policy, steps, temperature)[0]
+
+
+def forward_logprobs_and_waypoints(policy, steps: StepSet, temperature: float = 1.0):
+    """`forward_logprobs` and the policy's waypoint estimate [N, W, 3] (None without one)."""
+    bins = steps.bins
+    if policy.chunk > 1:
+        if steps.chunk_bins is None or steps.chunk_bins.shape[1] != policy.chunk:
+            have = None if steps.chunk_bins is None else steps.chunk_bins.shape[1]
+            raise ValueError(
+                f"the policy decides {policy.chunk} steps at a time; expected steps with chunk "
+                f"targets of that length (episode_steps(..., chunk={policy.chunk})), got {have}"
+            )
+        bins = steps.chunk_bins
+    inputs = policy.prepare_inputs(steps.images, steps.instructions, steps.states, bins)
+    logprobs, waypoints = policy.logprobs_and_waypoints(inputs, temperature=temperature)
+    if policy.chunk > 1 and steps.slot is not None:  # each step's own slot of its chunk
+        d = policy.action_dim
+        slot = torch.from_numpy(steps.slot).to(logprobs.device)
+        logprobs = logprobs.view(len(steps), -1, d)[torch.arange(len(steps)), slot]
+    return logprobs, waypoints
 
 
 @torch.no_grad()

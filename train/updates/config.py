@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from train.organize.waypoints import KEYFRAME_KINDS
+
 
 @dataclass
 class OptimConfig:
@@ -63,11 +65,23 @@ class SFTConfig(OptimConfig):
 
     augment_shift: int = 0
     """Translate each training image by up to this many pixels (random per sample; 0: off)."""
+    waypoint_weight: float = 1.0
+    """Weight of the auxiliary "where next" loss (`losses.waypoint_loss`) for a policy whose
+    vision estimates waypoints (`agent.model`); 0: off (the head is then left untrained)."""
+    keyframes: str = "gripper"
+    """Which steps are keyframes for the waypoint targets (`train.organize.waypoints`):
+    `gripper` (finger changes, the last step) or `gripper_and_moves` (also move ends)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.augment_shift < 0:
             raise ValueError(f"augment_shift must be >= 0, got {self.augment_shift}")
+        if self.waypoint_weight < 0:
+            raise ValueError(f"waypoint_weight must be >= 0, got {self.waypoint_weight}")
+        if self.keyframes not in KEYFRAME_KINDS:
+            raise ValueError(
+                f"unknown keyframes {self.keyframes!r}; expected one of {KEYFRAME_KINDS}"
+            )
 
 
 @dataclass

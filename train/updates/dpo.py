@@ -34,11 +34,14 @@ from train.updates.optim import (
 from train.updates.rl import reference_logprobs
 
 
-def pair_steps(pairs: Sequence) -> StepSet:
-    """Steps of the chosen trajectories (pairs 0..P-1) then the rejected ones (P..2P-1)."""
+def pair_steps(pairs: Sequence, chunk: int = 1) -> StepSet:
+    """Steps of the chosen trajectories (pairs 0..P-1) then the rejected ones (P..2P-1), as a
+    policy deciding `chunk` steps at a time took them."""
     if not pairs:
         raise ValueError("no DPO pairs; expected at least one")
-    return episode_steps([p.chosen for p in pairs] + [p.rejected for p in pairs])
+    return episode_steps(
+        [p.chosen for p in pairs] + [p.rejected for p in pairs], chunk=chunk, acted=True
+    )
 
 
 def trajectory_sums(step_values: torch.Tensor, trajectory: torch.Tensor, n: int) -> torch.Tensor:
@@ -92,7 +95,7 @@ def dpo_update(
     """
     config = config or DPOConfig()
     start = time.perf_counter()
-    steps = pair_steps(pairs)
+    steps = pair_steps(pairs, policy.chunk)
     num_pairs = len(pairs)
     ref_steps = reference_logprobs(
         policy, steps, config.temperature, config.forward_chunk, reference
@@ -148,7 +151,7 @@ def dpo_objective(
 ) -> dict[str, float]:
     """DPO loss and accuracy of `policy` on all `pairs` against the reference (see `dpo_update`)."""
     config = config or DPOConfig()
-    steps = pair_steps(pairs)
+    steps = pair_steps(pairs, policy.chunk)
     trajectory = torch.from_numpy(steps.episode_index)
     n = 2 * len(pairs)
     ref = trajectory_sums(

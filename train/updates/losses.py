@@ -35,6 +35,17 @@ def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.
     return _masked_mean(-logprobs, mask)
 
 
+def waypoint_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Auxiliary loss of the "where next" estimate: mean squared error in decimetres (the
+    reference probe's scale: a 1 cm error costs 0.01) over the known entries of `target` (NaN:
+    unknown). Both [N, W, 3], in metres; 0 when nothing is known."""
+    _check_same_shape(predicted=predicted, target=target)
+    known = ~torch.isnan(target)
+    if not bool(known.any()):
+        return predicted.sum() * 0.0
+    return F.mse_loss(predicted[known].float() * 10.0, target[known].float() * 10.0)
+
+
 def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
     """Leave-one-out (RLOO) advantages: each outcome minus the mean of its group's *others*.
 

@@ -32,7 +32,7 @@ from train.updates.optim import (
 )
 
 
-def group_steps(groups: Sequence) -> tuple[StepSet | None, torch.Tensor, int]:
+def group_steps(groups: Sequence, chunk: int = 1) -> tuple[StepSet | None, torch.Tensor, int]:
     """Steps of the groups whose outcomes vary, their advantages [N], and how many groups were skipped.
 
     A group whose rewards are all equal carries no learning signal (every advantage is 0) and
@@ -63,7 +63,7 @@ def group_steps(groups: Sequence) -> tuple[StepSet | None, torch.Tensor, int]:
     advantages = group_advantages(
         torch.from_numpy(np.concatenate(rewards)), torch.tensor(group_ids)
     )
-    steps = episode_steps(episodes)
+    steps = episode_steps(episodes, chunk=chunk, acted=True)
     return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
 
 
@@ -92,7 +92,7 @@ def rl_update(
     With every group skipped nothing is trained and only the counts are returned.
     """
     config = config or RLConfig()
-    steps, advantages, skipped = group_steps(groups)
+    steps, advantages, skipped = group_steps(groups, policy.chunk)
     counts = {
         "train/rl_groups_used": float(len(groups) - skipped),
         "train/rl_groups_skipped": float(skipped),
@@ -155,7 +155,7 @@ def rl_objective(policy, groups: Sequence, config: RLConfig | None = None) -> fl
     """The clipped surrogate loss (no KL) of `policy` on the groups' steps against their rollout
     log-probs; lower is better. NaN when every group is skipped."""
     config = config or RLConfig()
-    steps, advantages, _ = group_steps(groups)
+    steps, advantages, _ = group_steps(groups, policy.chunk)
     if steps is None:
         return float("nan")
     new = step_logprobs(policy, steps, config.temperature, config.forward_chunk)

@@ -14,13 +14,13 @@ import torch
 from train.updates.batching import (
     chunks,
     episode_steps,
-    forward_logprobs,
+    forward_logprobs_and_waypoints,
     minibatches,
     shift_images,
     step_logprobs,
 )
 from train.updates.config import SFTConfig
-from train.updates.losses import sft_loss
+from train.updates.losses import sft_loss, waypoint_loss
 from train.updates.optim import (
     Optimization,
     num_optimizer_steps,
@@ -37,21 +37,30 @@ def sft_update(
 
     Returns `train/sft_loss` (mean over the last epoch), `train/sft_loss_first_epoch`,
     `train/sft_grad_norm`, `train/sft_lr`, `train/sft_optimizer_steps`, `train/sft_samples` (steps
-    trained on, epochs included) and `train/sft_samples_per_s`.
+    trained on, epochs included) and `train/sft_samples_per_s`; for a policy that estimates
+    waypoints, also `train/waypoint_loss` and `train/waypoint_error_cm` (the last epoch's median
+    distance between the estimate and the target, over the steps and waypoints).
+
+    A chunk policy (`policy.chunk` = K > 1) learns each step's next K actions of its episode
+    (steps past the episode's end masked). The loss is the action tokens' cross-entropy plus
+    `config.waypoint_weight` times the waypoint loss (`losses.waypoint_loss`; targets from
+    `train.organize.waypoints`, keyframes of kind `config.keyframes`).
     """
     config = config or SFTConfig()
-    steps = episode_steps(episodes)
+    waypoints = policy.waypoints if config.waypoint_weight > 0 else 0
+    steps = episode_steps(episodes, policy.chunk, waypoints, config.keyframes)
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="sft")
     generator = torch.Generator().manual_seed(config.seed)
     epoch_losses: list[float] = []
+    waypoint_metrics: dict[str, float] = {}
     samples = 0
     start = time.perf_counter()
     with training_mode(policy, config.seed):
         for _ in range(config.epochs):
             if opt.done:
                 break
-            total, count = 0.0, 0
+            total, count, aux_total, errors = 0.0, 0, 0.0, []
             for index in minibatches(len(steps), config.batch_size, generator):
                 if opt.done:
                     break
@@ -59,13 +68,29 @@ def sft_update(
                 for rows in chunks(len(batch), config.forward_chunk):
                     part = batch.select(rows)
                     part.images = shift_images(part.images, config.augment_shift, generator)
-                    loss = sft_loss(forward_logprobs(policy, part))
-                    (loss * (len(part) / len(batch)) * opt.loss_scale).backward()
+                    logprobs, predicted = forward_logprobs_and_waypoints(policy, part)
+                    mask = None
+                    if part.chunk_mask is not None:
+                        mask = torch.from_numpy(part.chunk_mask).to(logprobs.device)
+                        mask = mask.repeat_interleave(policy.action_dim, dim=1)
+                    loss = sft_loss(logprobs, mask)
                     total += loss.item() * len(part)
+                    if waypoints and predicted is not None:
+                        target = torch.from_numpy(part.waypoints).to(predicted.device)
+                        aux = waypoint_loss(predicted, target)
+                        loss = loss + config.waypoint_weight * aux
+                        aux_total += aux.item() * len(part)
+                        errors.append((predicted.detach().float() - target).norm(dim=-1).cpu())
+                    (loss * (len(part) / len(batch)) * opt.loss_scale).backward()
                 count += len(batch)
                 opt.accumulated()
             samples += count
             epoch_losses.append(total / max(count, 1))
+            if errors:
+                waypoint_metrics = {
+                    "train/waypoint_loss": aux_total / max(count, 1),
+                    "train/waypoint_error_cm": float(torch.cat(errors).median()) * 100.0,
+                }
         opt.flush()
     elapsed = time.perf_counter() - start
     return {
@@ -74,6 +99,7 @@ def sft_update(
         **opt.metrics(),
         "train/sft_samples": float(samples),
         "train/sft_samples_per_s": samples / elapsed,
+        **waypoint_metrics,
     }
 
 
@@ -81,4 +107,5 @@ def sft_objective(
     policy, episodes: Sequence[Episode], temperature: float = 1.0, chunk: int = 64
 ) -> float:
     """The SFT loss of `policy` on all steps of `episodes`, without gradients (eval mode as is)."""
-    return float(sft_loss(step_logprobs(policy, episode_steps(episodes), temperature, chunk)))
+    steps = episode_steps(episodes, policy.chunk, acted=True)
+    return float(sft_loss(step_logprobs(policy, steps, temperature, chunk)))
