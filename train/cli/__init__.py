@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--execution",
+        default="ensemble",
+        choices=("ensemble", "ensemble_all", "replan", "open_loop"),
+        help="how a chunk policy's greedy decisions are executed (train/collect/chunking.py): "
+        "temporal ensembling of the moves with the newest chunk's fingers (default), everything "
+        "blended, the first step of each decision, or whole chunks; ignored for other policies",
+    )
     p.add_argument("--video-dir", default=None, help="write one MP4 per task here")
     p.add_argument("--json", action="store_true")
 

@@ -116,6 +116,7 @@ def eval(args: argparse.Namespace) -> int:
     import envs
     from agent import Policy
     from agent.runtime import adapt_threads
+    from train.collect.episodes import PolicyActor
     from train.results.evaluate import (
         breakdown_lines,
         episode_metrics,
@@ -134,8 +135,9 @@ def eval(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     policy = Policy.from_pretrained(args.checkpoint, device=args.device)
     adapt_threads(force=True)
+    actor = PolicyActor(policy, greedy=True, execution=args.execution)
     results, episodes = evaluate(
-        policy,
+        actor,
         task_ids,
         args.episodes,
         num_envs=args.num_envs,
