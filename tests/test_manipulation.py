@@ -182,3 +182,18 @@ def test_videos_mark_the_waypoint(tmp_path, noisy_demos):
     r, g, b = first[128, 122:134].mean(axis=0)  # the cross's arm, through the video's compression
     assert r - g > 60 and b - g > 60, (r, g, b)
     assert MARK_COLOR.tolist() == [255, 0, 255]
+
+
+def test_a_chunk_policy_round_trips_with_its_queries_and_waypoint_head(policy, tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    instructions = ["put the red cube in the bin", "put the blue cube in the bin"]
+    states = np.zeros((2, 4), np.float32)
+    before = policy.act(images, instructions, states)
+    policy.save_pretrained(tmp_path / "p")
+    loaded = Policy.from_pretrained(tmp_path / "p")
+    after = loaded.act(images, instructions, states)
+    assert loaded.chunk == 4 and loaded.waypoints == 2
+    np.testing.assert_array_equal(before.chunk_bins, after.chunk_bins)
+    np.testing.assert_allclose(before.waypoints, after.waypoints, atol=1e-6)
+    with pytest.raises(ValueError, match="waypoints and action_queries must be >= 0"):
+        type(policy.backbone.config)(action_queries=-4)

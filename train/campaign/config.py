@@ -124,6 +124,11 @@ class EvalSection:
     """Held-out seeds per task, the same every round (greedy decoding)."""
     videos_per_task: int = 1
     """MP4s of evaluation episodes written per task per round."""
+    execution: str = "ensemble"
+    """How a chunk policy (`tiny_grasp`) executes its greedy decisions
+    (`train.collect.chunking`): `ensemble` (temporal ensembling of the moves, the newest chunk's
+    fingers), `ensemble_all` (the fingers blended too), `replan` (the first step of a decision
+    made at every step) or `open_loop` (whole chunks). Other policies ignore it."""
 
 
 @dataclass
@@ -196,6 +201,13 @@ class CampaignConfig:
                 f"collect.temperature={self.collect.temperature}: RL's importance ratios compare "
                 "the policy's log-probs with the rollouts' recorded ones, which were taken at the "
                 "collection temperature; set both to the same value"
+            )
+        from train.collect.chunking import EXECUTIONS
+
+        if self.eval.execution not in EXECUTIONS:
+            raise ValueError(
+                f"eval.execution={self.eval.execution!r} is not supported; expected one of "
+                f"{EXECUTIONS}"
             )
         if not 0.0 <= self.demos.noise <= 1.0:
             raise ValueError(

@@ -239,6 +239,7 @@ class Campaign:
                 collector=self.collector(),
                 chunk_episodes=cfg.collect.chunk_episodes,
                 progress=bar.update,
+                execution=cfg.eval.execution,
             )
         self.runlog.write_eval_outcomes(k, episodes)
         for task_id in self.task_ids:

@@ -116,7 +116,6 @@ def eval(args: argparse.Namespace) -> int:
     import envs
     from agent import Policy
     from agent.runtime import adapt_threads
-    from train.collect.episodes import PolicyActor
     from train.results.evaluate import (
         breakdown_lines,
         episode_metrics,
@@ -135,14 +134,14 @@ def eval(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     policy = Policy.from_pretrained(args.checkpoint, device=args.device)
     adapt_threads(force=True)
-    actor = PolicyActor(policy, greedy=True, execution=args.execution)
     results, episodes = evaluate(
-        actor,
+        policy,
         task_ids,
         args.episodes,
         num_envs=args.num_envs,
         image_size=args.image_size,
         chunk_episodes=args.chunk_episodes,
+        execution=args.execution,
     )
     if args.video_dir:
         for task_id in task_ids:

@@ -29,6 +29,8 @@ class Chunk:
     greedy: bool = False
     temperature: float = 1.0
     top_k: int = 0
+    execution: str = "ensemble"
+    """How a chunk policy's greedy decisions are executed (`train.collect.chunking`)."""
 
 
 def make_chunks(
@@ -53,6 +55,7 @@ def collect_chunk(chunk: Chunk, policy: Any, vec: Any, progress: Any = None) -> 
         temperature=chunk.temperature,
         top_k=chunk.top_k,
         seed=chunk.seed,
+        execution=chunk.execution,
         vector_env=vec,
         progress=progress,
     )

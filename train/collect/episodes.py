@@ -373,6 +373,7 @@ def as_actor(
     temperature: float = 1.0,
     top_k: int = 0,
     seed: int = 0,
+    execution: str = "ensemble",
 ) -> Actor:
     """`policy` as an actor: an actor as it is, "expert" / "random", or an `agent.Policy`."""
     if isinstance(policy, str):
@@ -386,7 +387,14 @@ def as_actor(
         )
     if hasattr(policy, "act") and hasattr(policy, "policy_id") and not hasattr(policy, "model"):
         return policy
-    return PolicyActor(policy, greedy=greedy, temperature=temperature, top_k=top_k, seed=seed)
+    return PolicyActor(
+        policy,
+        greedy=greedy,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+        execution=execution,
+    )
 
 
 def collect_episodes(
@@ -404,6 +412,7 @@ def collect_episodes(
     vector_env: gym.vector.VectorEnv | None = None,
     progress: Any = None,
     max_episode_steps: int | None = None,
+    execution: str = "ensemble",
 ) -> list[Episode]:
     """Run `policy` on every job and return the episodes in job order.
 
@@ -418,12 +427,20 @@ def collect_episodes(
     repeatedly (a campaign's chunks and evaluations) keep one. What earlier calls left in it does
     not change the episodes; its number of slots does (it decides which episodes run side by side
     and so the policy's sampling), as `num_envs` does. `max_episode_steps` shortens (or
-    lengthens) every task's time limit in a fresh vector env.
+    lengthens) every task's time limit in a fresh vector env. `execution`: how a chunk
+    policy's greedy decisions are executed (`train.collect.chunking.EXECUTIONS`).
     """
     jobs = list(jobs)
     if not jobs:
         return []
-    actor = as_actor(policy, greedy=greedy, temperature=temperature, top_k=top_k, seed=seed)
+    actor = as_actor(
+        policy,
+        greedy=greedy,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+        execution=execution,
+    )
     task_ids = sorted({job.task_id for job in jobs})
     n = min(num_envs, len(jobs))
     vec = vector_env or make_vector_env(task_ids, n, image_size, vectorization, max_episode_steps)

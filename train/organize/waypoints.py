@@ -15,10 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from agent.action_tokens import bins_to_actions
+from train.updates.config import KEYFRAME_KINDS
 from verifiers.episode import Episode
-
-KEYFRAME_KINDS = ("gripper", "gripper_and_moves")
-"""`gripper`: finger changes and the last step; `gripper_and_moves`: also the ends of moves."""
 
 SATURATED = 0.99
 """A move whose largest axis command reaches this is saturated (the experts move at full speed

@@ -184,6 +184,7 @@ def evaluate(
     progress: Any = None,
     collector: Any = None,
     chunk_episodes: int | None = None,
+    execution: str = "ensemble",
 ) -> tuple[dict[str, TaskResult], list[Episode]]:
     """Greedy rollouts on the held-out seeds; returns per-task results and the episodes in job
     order.
@@ -192,11 +193,14 @@ def evaluate(
     `collector` (`train.collect.chunks`: local, or sharded over Ray workers) runs in one vector
     env; a campaign cuts them as it cuts its rollouts, so `autodidact eval --chunk-episodes`
     with the campaign's value reproduces the campaign's numbers. Without a collector, a local one
-    of `num_envs` slots is made and closed."""
+    of `num_envs` slots is made and closed. `execution`: how a chunk policy's greedy decisions
+    are executed (`train.collect.chunking`)."""
     from train.collect.chunks import LocalCollector, make_chunks
 
     jobs = eval_jobs(task_ids, episodes_per_task)
-    chunks = make_chunks(jobs, chunk_episodes or len(jobs), round, lambda c: 0, greedy=True)
+    chunks = make_chunks(
+        jobs, chunk_episodes or len(jobs), round, lambda c: 0, greedy=True, execution=execution
+    )
     own = collector is None
     if own:
         collector = LocalCollector(task_ids, min(num_envs, len(jobs)), image_size, vectorization)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from train.organize.waypoints import KEYFRAME_KINDS
+KEYFRAME_KINDS = ("gripper", "gripper_and_moves")
+"""Which steps are keyframes of the waypoint targets (`train.organize.waypoints`): `gripper`
+(finger changes and the last step) or `gripper_and_moves` (also the ends of moves)."""
 
 
 @dataclass
