@@ -33,7 +33,7 @@ from agent.policy import Policy
 from agent.presets import get_preset
 from train.collect.chunking import EXECUTIONS
 from train.collect.episodes import ExpertActor, Job, PolicyActor, all_goal_jobs, collect_episodes
-from train.results.diagnostics import input_reliance
+from train.results.diagnostics import input_reliance, waypoint_error
 from train.results.evaluate import episode_metrics, evaluate, task_name, wilson_interval
 from train.updates.batching import chunks, episode_steps
 from train.updates.config import SFTConfig
@@ -78,24 +78,6 @@ def direction_agreement(policy, validation) -> dict[str, float | None]:
                 round(float(agree.mean()), 3) if agree.size else None
             )
     return out
-
-
-@torch.no_grad()
-def waypoint_error(policy, validation, kind: str) -> dict[str, float]:
-    """Median distance (cm) between the policy's "where next" estimate and the validation
-    demonstrations' keyframe targets (none for a policy without the waypoint head)."""
-    if not policy.waypoints:
-        return {}
-    steps = episode_steps(validation, policy.chunk, policy.waypoints, kind, acted=True)
-    found = []
-    with policy.mode(training=False):
-        for rows in chunks(len(steps), 128):
-            part = steps.select(rows)
-            bins = part.bins if part.chunk_bins is None else part.chunk_bins
-            inputs = policy.prepare_inputs(part.images, part.instructions, part.states, bins)
-            found.append(policy.logprobs_and_waypoints(inputs)[1].float().cpu().numpy())
-    error = np.linalg.norm(np.concatenate(found) - steps.waypoints, axis=-1) * 100
-    return {"waypoint_error_cm": round(float(np.median(error)), 2)}
 
 
 def grasp_rates(episodes) -> dict[str, list]:
@@ -194,7 +176,9 @@ def main() -> None:
         metrics = sft_update(policy, demos, config)
         seconds = time.perf_counter() - start
         diag = input_reliance(policy, validation)
-        diag.update(waypoint_error(policy, validation, args.keyframes))
+        cm = waypoint_error(policy, validation, args.keyframes)
+        if cm is not None:
+            diag["waypoint_error_cm"] = round(cm, 2)
         diag.update(direction_agreement(policy, validation))
         modes = args.executions if policy.chunk > 1 else ["ensemble"]
         by_mode = {}

@@ -164,6 +164,15 @@ class CampaignConfig:
         for key, value, least in self._counts():
             if value < least:
                 raise ValueError(f"{key} must be >= {least}, got {value}")
+        from envs.tabletop import IMAGE_SIZE_RANGE
+
+        lo, hi = IMAGE_SIZE_RANGE
+        if not lo <= self.image_size <= hi or self.image_size % 8:
+            raise ValueError(
+                f"image_size must be a multiple of 8 in [{lo}, {hi}], got {self.image_size} "
+                f"(the side of the square camera frame the policy reads; the environments render "
+                f"{lo} to {hi} pixels and the built-in vision halves it three times)"
+            )
         if self.organize.replay_rounds < -1 or self.organize.replay_rounds == 0:
             raise ValueError(
                 f"organize.replay_rounds must be -1 (all rounds) or >= 1, got "
@@ -243,7 +252,6 @@ class CampaignConfig:
         c, r = self.collect, self.ray
         counts = [
             ("rounds", self.rounds, 0),
-            ("image_size", self.image_size, 8),
             ("demos.episodes_per_task", self.demos.episodes_per_task, 1),
             ("collect.episodes_per_task", c.episodes_per_task, 1),
             ("collect.group_size", c.group_size, 1),

@@ -14,8 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
-from train.updates.batching import StepSet, episode_steps, step_logprobs
+from train.updates.batching import (
+    StepSet,
+    chunks,
+    episode_steps,
+    forward_logprobs_and_waypoints,
+    step_logprobs,
+)
 from verifiers.episode import Episode
 
 
@@ -55,3 +62,20 @@ def input_reliance(
         "diag/image_gain": ce_images - ce,
         "diag/instruction_gain": ce_instructions - ce,
     }
+
+
+@torch.no_grad()
+def waypoint_error(policy, episodes, kind: str = "gripper") -> float | None:
+    """Median distance (cm) between the policy's "where next" estimate and the episodes'
+    keyframe targets (`train.organize.waypoints`, keyframes of `kind`), over every step and
+    waypoint; None for a policy without a waypoint head. Eval mode while measuring."""
+    if not policy.waypoints:
+        return None
+    steps = episode_steps(episodes, policy.chunk, policy.waypoints, kind, acted=True)
+    found = []
+    with policy.mode(training=False):
+        for rows in chunks(len(steps), 128):
+            part = steps.select(rows)
+            found.append(forward_logprobs_and_waypoints(policy, part)[1].float().cpu().numpy())
+    error = np.linalg.norm(np.concatenate(found) - steps.waypoints, axis=-1)
+    return float(np.median(error)) * 100.0
