@@ -140,7 +140,12 @@ def new_task(
     import if missing), and `package` (default: the directory's name) is the dotted name the
     entry point imports it by. Nothing existing is overwritten.
     """
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", short) or keyword.iskeyword(short):
+    if keyword.iskeyword(short):
+        raise ValueError(
+            f"task name {short!r} is a Python keyword, which cannot name a module; choose "
+            "another (e.g. 'lift_cube'): it names the module, the MJCF and the short name"
+        )
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", short):
         raise ValueError(
             f"task name {short!r} is not a snake_case Python name (e.g. 'lift_cube'); it names "
             "the module, the MJCF and the short name"

@@ -89,9 +89,14 @@ def _load_model(cls: type) -> mujoco.MjModel:
             f"task {cls.__name__}: model_path is {path!r}, not an MJCF file; set "
             'model_path = Path(__file__).with_name("<task>.xml") and write the MJCF there'
         )
-    return mujoco.MjModel.from_xml_path(
-        str(path), assets={SHARED_SCENE.name: SHARED_SCENE.read_bytes()}
-    )
+    try:
+        return mujoco.MjModel.from_xml_path(
+            str(path), assets={SHARED_SCENE.name: SHARED_SCENE.read_bytes()}
+        )
+    except ValueError as err:  # MuJoCo's parse errors name a line, not the file
+        raise contract.TaskContractError(
+            f"task {cls.__name__}: its MJCF {str(path)!r} does not load: {err}"
+        ) from err
 
 
 class TabletopEnv(gym.Env, abc.ABC):

@@ -128,6 +128,8 @@ def test_envs_lists_user_tasks_with_short_names(user_tasks, capsys):
 def test_new_task_refuses_bad_names_and_existing_tasks(tmp_path, capsys):
     assert cli(["new-task", "Lift-Cube", "--dir", str(tmp_path)]) == 2
     assert "not a snake_case Python name" in capsys.readouterr().err
+    assert cli(["new-task", "class", "--dir", str(tmp_path)]) == 2
+    assert "'class' is a Python keyword" in capsys.readouterr().err
     assert cli(["new-task", "reach", "--dir", str(tmp_path)]) == 2
     assert "already registered as 'reach'" in capsys.readouterr().err
     (tmp_path / "mine.py").write_text("# mine\n")
@@ -263,3 +265,14 @@ def test_a_contract_error_at_import_names_the_rule_not_the_entry_point(
     text = str(info.value)
     assert task_id in text and "expected a tuple of at least two str.format templates" in text
     assert "module path" not in text, text
+
+
+def test_a_broken_mjcf_is_named_with_its_file(tmp_path, monkeypatch, registered):
+    task_id = _defective(tmp_path, monkeypatch, "broken_xml", ("", ""))
+    registered.append(task_id)
+    xml = tmp_path / "broken_xml.xml"
+    xml.write_text(xml.read_text().replace("</mujoco>", "<body></mujoco>"))
+    with pytest.raises(TaskContractError) as info:
+        envs.make(task_id).reset(seed=0)
+    assert f"its MJCF {str(xml)!r} does not load" in str(info.value), str(info.value)
+    assert "line" in str(info.value).lower()
