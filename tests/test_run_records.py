@@ -105,6 +105,18 @@ def test_resume_with_a_changed_config_names_the_keys_that_differ(finished):
     )
 
 
+def test_resume_with_overrides_alone_lays_them_over_the_stored_config(finished):
+    """Issue 32 finding 6: overrides without a preset were laid over the `default` preset, so
+    resume listed every key where `default` differs from the stored run (`policy.preset`, ...)."""
+    proc = _cli("run", "--resume", "--out", str(finished), "collect.num_envs=4")
+    assert proc.returncode == 2
+    assert "differs from it in collect.num_envs: " in proc.stderr, proc.stderr
+    assert (
+        "policy.preset" not in proc.stderr
+        and ";" not in proc.stderr.split("differs")[1].split("(stored")[0]
+    ), proc.stderr
+
+
 def test_resume_after_metrics_are_lost_rebuilds_them_and_tensorboard_once(finished, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

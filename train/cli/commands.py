@@ -57,7 +57,10 @@ def _run_campaign(
             )
         resolved = load_campaign_config(stored)
         if config or preset or overrides:
-            asked = load_campaign_config(config, preset, overrides)
+            # overrides alone are laid over the stored config (not a preset's): only the keys
+            # the user names can differ
+            base = config if config or preset else stored
+            asked = load_campaign_config(base, preset, overrides)
             differences = config_differences(to_dict(resolved), to_dict(asked))
             if differences:
                 raise ConfigError(
