@@ -401,7 +401,7 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         instruction_ids: torch.LongTensor | None = None,
@@ -413,12 +413,14 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`instruction_ids` [B, L]: the instruction's token ids for the FiLM words, when the
-        instruction is not part of `input_ids` (it sits in `past_key_values`).
+        instruction is not part of `input_ids` (it sits in `cache`). `past_key_values` (the
+        name transformers deprecates for `cache`) is accepted for `generate` and older callers.
         `with_action_queries`: the last `config.action_queries` positions of `input_ids` are
         placeholders for the action-chunk queries; their embeddings become the learnt queries.
         `pixel_attention_mask` (from the processor) is accepted and unused: every image is one
         whole, unpadded frame."""
-        past_key_values = kwargs.pop("cache", past_key_values)
+        past = kwargs.pop("past_key_values", None)
+        cache = cache if cache is not None else past
         waypoints = None
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -441,7 +443,7 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             **kwargs,
         )
@@ -451,7 +453,7 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
         if labels is not None:
             loss = self.loss_function(logits, labels, self.config.text_config.vocab_size)
         return AutodidactVLMOutput(
-            loss=loss, logits=logits, past_key_values=outputs.cache, waypoints=waypoints
+            loss=loss, logits=logits, cache=outputs.cache, waypoints=waypoints
         )
 
 

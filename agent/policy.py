@@ -211,7 +211,7 @@ class Policy:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            cache = self._prefix.store(key, out.past_key_values, mask)
+            cache = self._prefix.store(key, out.cache, mask)
         prefix_mask = self._prefix.mask
         suffix = torch.tensor([self._pieces.suffix_ids(s) for s in rows], device=self.device)
         mask = torch.cat([prefix_mask, torch.ones_like(suffix)], dim=1)
@@ -221,7 +221,7 @@ class Policy:
             "attention_mask": mask,
             "position_ids": lengths + torch.arange(suffix.shape[1], device=self.device),
             "pixel_values": self._pixel_values(images),
-            "past_key_values": cache,
+            "cache": cache,
         }
         if self.family.reads_instruction_ids:
             instruction_ids = [self._pieces.instruction_ids(i) for i in instructions]
@@ -364,7 +364,7 @@ class Policy:
                     input_ids=self.action_token_ids[b][:, None],
                     attention_mask=mask,
                     position_ids=extend_positions(positions, 1, start=i + 1),
-                    past_key_values=out.past_key_values,
+                    cache=out.cache,
                     use_cache=True,
                 )
         bins_np = torch.stack(bins, dim=1).cpu().numpy().astype(np.int64)
