@@ -23,9 +23,9 @@ GRASPED_AT_LEAST = 0.30
 """Measured (BENCHMARKS.md, "Manipulation, session 9"): see the module's figure there."""
 CONFIG = SFTConfig(
     lr=1e-3,
-    batch_size=32,
+    batch_size=16,
     epochs=1000,
-    max_steps=1000,
+    max_steps=2000,
     warmup_steps=50,
     augment_shift=4,
     weight_decay=1e-4,
