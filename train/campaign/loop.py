@@ -254,7 +254,10 @@ class Campaign:
                     / f"{task_name(task_id)}_s{e.env_seed}_{outcome}.mp4",
                     marks=waypoint_pixels(e),
                 )
-        metrics = {**eval_metrics(results), **episode_metrics(episodes)}
+        metrics = {
+            **eval_metrics(results),
+            **episode_metrics(episodes, cfg.demos.sft.keyframes),
+        }
         for line in breakdown_lines(metrics, self.task_ids):
             log.info("round %d: %s", k, line)
         return metrics

@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "temporal ensembling of the moves with the newest chunk's fingers (default), everything "
         "blended, the first step of each decision, or whole chunks; ignored for other policies",
     )
+    p.add_argument(
+        "--keyframes",
+        default="gripper",
+        choices=("gripper", "gripper_and_moves"),
+        help="the keyframes the waypoint error is measured against (the kind the policy learnt)",
+    )
     p.add_argument("--video-dir", default=None, help="write one MP4 per task here")
     p.add_argument("--json", action="store_true")
 

@@ -154,7 +154,7 @@ def eval(args: argparse.Namespace) -> int:
                 Path(args.video_dir) / f"{task_name(task_id)}_s{e.env_seed}.mp4",
                 marks=waypoint_pixels(e),
             )
-    metrics = {**eval_metrics(results), **episode_metrics(episodes)}
+    metrics = {**eval_metrics(results), **episode_metrics(episodes, args.keyframes)}
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), **metrics}, indent=2))
         return 0

@@ -143,14 +143,15 @@ def waypoint_errors(episodes: list[Episode], kind: str = "gripper") -> dict[str,
     return out
 
 
-def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
+def episode_metrics(episodes: list[Episode], keyframes: str = "gripper") -> dict[str, float]:
     """Diagnostics of the evaluation episodes beside the success rates: the grasp breakdown
-    (`eval/grasp/<outcome>/<task>`) and the waypoint error (`eval/waypoint_error_cm/<task>`)."""
+    (`eval/grasp/<outcome>/<task>`) and the waypoint error (`eval/waypoint_error_cm/<task>`,
+    against the episodes' own keyframes of kind `keyframes`: the kind the policy learnt)."""
     metrics = {}
     for task_id, shares in grasp_breakdown(episodes).items():
         for outcome, share in shares.items():
             metrics[f"eval/grasp/{outcome}/{task_name(task_id)}"] = share
-    for task_id, cm in waypoint_errors(episodes).items():
+    for task_id, cm in waypoint_errors(episodes, keyframes).items():
         metrics[f"eval/waypoint_error_cm/{task_name(task_id)}"] = cm
     return metrics
 
