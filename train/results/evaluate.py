@@ -126,8 +126,7 @@ def waypoint_errors(episodes: list[Episode], kind: str = "gripper") -> dict[str,
     next keyframe), the median distance (cm) between it and where the fingertip then was at the
     episode's next keyframe (`train.organize.waypoints`): does the hand go where the policy
     said it would?"""
-    from agent.action_tokens import bins_to_actions
-    from train.organize.waypoints import waypoint_targets
+    from train.organize.waypoints import episode_waypoints
 
     out = {}
     for task_id in dict.fromkeys(e.task_id for e in episodes):
@@ -136,7 +135,7 @@ def waypoint_errors(episodes: list[Episode], kind: str = "gripper") -> dict[str,
             if e.task_id != task_id or "waypoint/x" not in e.step_info:
                 continue
             said = np.stack([e.step_info[f"waypoint/{a}"] for a in "xyz"], axis=1)
-            went = waypoint_targets(bins_to_actions(e.action_bins), e.states, 1, kind)[:, 0]
+            went = episode_waypoints(e, 1, kind)[:, 0]
             errors.append(np.linalg.norm(said - went, axis=1))
         if errors:
             out[task_id] = float(np.nanmedian(np.concatenate(errors))) * 100.0

@@ -144,8 +144,11 @@ def episode_steps(
                 [np.arange(e.length) - d for e, d in zip(episodes, decisions, strict=True)]
             )
     if waypoints:
-        steps.waypoints = np.concatenate(
-            [episode_waypoints(e, waypoints, keyframes) for e in episodes]
+        steps.waypoints = np.concatenate(  # where each row's observation should say it goes
+            [
+                episode_waypoints(e, waypoints, keyframes)[d]
+                for e, d in zip(episodes, decisions, strict=True)
+            ]
         ).astype(np.float32)
     return steps
 
