@@ -48,7 +48,9 @@ from agent.runtime import tune_allocator
 tune_allocator()  # the vision's full-resolution maps are freed and reallocated every call
 
 
-WORD_POOLINGS = ("mean", "weighted")
+WORD_POOLINGS = ("mean", "weighted", "ordered")
+MAX_WORD_POSITIONS = 32
+"""`word_pooling="ordered"`: words past this many share the last position's embedding."""
 
 
 @strict
@@ -79,7 +81,10 @@ class AutodidactVLMConfig(PreTrainedConfig):
     word_pooling: str = "mean"
     """How the instruction's word embeddings become one FiLM vector: `mean`, or `weighted` (a
     learnt score per word, softmax-normalized over the instruction's words: the colour word can
-    outweigh the template's words; starts as the mean)."""
+    outweigh the template's words; starts as the mean), or `ordered` (each word's embedding is
+    scaled elementwise by 1 + a learnt embedding of its position among the instruction's words
+    before the mean, so "red on blue" and "blue on red" differ, which a bag of words cannot
+    tell apart; the position embeddings start at zero, so it starts as the mean)."""
     keypoints: int = 0
     """Spatial-softmax keypoints (expected x, y of each of this many feature maps) read from the
     instruction-conditioned half-resolution map. These and the `queried_keypoints` make the last
@@ -174,6 +179,9 @@ class InstructedVision(nn.Module):
         self.word_scores = (
             nn.Embedding(config.word_vocab_size, 1) if config.word_pooling == "weighted" else None
         )
+        self.word_positions = None
+        if config.word_pooling == "ordered":
+            self.word_positions = nn.Embedding(MAX_WORD_POSITIONS, config.film_dim)
         self.trunk = strided_conv_trunk(c)
         self.keypoints = SpatialSoftmax(c, config.keypoints) if config.keypoints else None
         queried = config.queried_keypoints
@@ -199,10 +207,14 @@ class InstructedVision(nn.Module):
 
     def instruction_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Pooled embedding [B, film_dim] of the word tokens in each row of `token_ids` [B, L]:
-        their mean, or their softmax-weighted mean under `word_pooling="weighted"`."""
+        their mean, their softmax-weighted mean under `word_pooling="weighted"`, or the mean of
+        position-scaled embeddings under `word_pooling="ordered"`."""
         is_word = (token_ids >= self.first_word_id) & (token_ids < self.word_vocab_size)
         ids = token_ids.clamp(0, self.word_vocab_size - 1)
         vectors = self.words(ids)
+        if self.word_positions is not None:  # position among the row's words, padding aside
+            position = (is_word.long().cumsum(1) - 1).clamp(0, MAX_WORD_POSITIONS - 1)
+            vectors = vectors * (1 + self.word_positions(position))
         if self.word_scores is None:
             weights = is_word.to(vectors.dtype)[..., None]
             return (vectors * weights).sum(1) / weights.sum(1).clamp(min=1)
@@ -351,6 +363,8 @@ class AutodidactVLMForConditionalGeneration(AutodidactVLMPreTrainedModel, Genera
             module._torch_init = True
         if self.vision.word_scores is not None:
             self.vision.word_scores._zero_init = True  # equal scores: the mean to begin with
+        if self.vision.word_positions is not None:
+            self.vision.word_positions._zero_init = True  # no position effect: the mean at first
         self.language_model = AutoModel.from_config(text)
         self.bin_features = (
             BinFeatures(config.first_bin_id, config.num_bins, text.hidden_size)

@@ -36,7 +36,8 @@ class PolicyPreset:
     film_dim: int = 32
     """autodidact_vlm: width of the instruction's bag-of-words embedding for FiLM."""
     word_pooling: str = "mean"
-    """autodidact_vlm: `mean` or `weighted` pooling of the instruction's words for FiLM."""
+    """autodidact_vlm: `mean`, `weighted` or `ordered` (word positions count) pooling of the
+    instruction's words for FiLM (`agent.model.AutodidactVLMConfig.word_pooling`)."""
     keypoints: int = 0
     """autodidact_vlm: spatial-softmax keypoints, in an image token of their own (0: none)."""
     queried_keypoints: int = 0
@@ -116,6 +117,10 @@ PRESETS: dict[str, PolicyPreset] = {
     # softmax keypoints, "where next" waypoints (the next two keyframes) and chunks of 4 actions
     "tiny_grasp": replace(_TINY, name="tiny_grasp", keypoints=32, waypoints=2, chunk=4),
 }
+# `tiny_grasp` whose FiLM reads word order ("red on blue" is not "blue on red"): for stack
+PRESETS["tiny_grasp_ordered"] = replace(
+    PRESETS["tiny_grasp"], name="tiny_grasp_ordered", word_pooling="ordered"
+)
 
 
 def get_preset(name: str) -> PolicyPreset:
