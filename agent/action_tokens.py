@@ -59,3 +59,21 @@ def states_to_bins(states: np.ndarray) -> np.ndarray:
         raise ValueError(f"states must have shape [..., {STATE_LOW.size}], got {array.shape}")
     scaled = 2.0 * (array - STATE_LOW) / (STATE_HIGH - STATE_LOW) - 1.0
     return actions_to_bins(scaled)
+
+
+def positions_to_bins(positions: np.ndarray) -> np.ndarray:
+    """Map fingertip positions float [..., 3] (x, y, z in metres) to bins over the state's
+    position range (`STATE_LOW[:3]..STATE_HIGH[:3]`, about 4 mm per bin): the "where next"
+    waypoints written as tokens."""
+    array = _as_float_array(positions, "positions")
+    if array.shape[-1:] != (3,):
+        raise ValueError(f"positions must have shape [..., 3], got {array.shape}")
+    low, high = STATE_LOW[:3], STATE_HIGH[:3]
+    return actions_to_bins(2.0 * (array - low) / (high - low) - 1.0)
+
+
+def bins_to_positions(bins: np.ndarray) -> np.ndarray:
+    """Inverse of `positions_to_bins`: bins [..., 3] -> their centres in metres (float32)."""
+    low, high = STATE_LOW[:3], STATE_HIGH[:3]
+    unit = bins_to_actions(bins).astype(np.float64)
+    return (low + (unit + 1.0) / 2.0 * (high - low)).astype(np.float32)

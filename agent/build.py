@@ -91,6 +91,7 @@ def _autodidact_config(preset: PolicyPreset, tokenizer) -> AutodidactVLMConfig:
         keypoints=preset.keypoints,
         queried_keypoints=preset.queried_keypoints,
         waypoints=preset.waypoints,
+        waypoint_tokens=preset.waypoint_tokens,
         action_queries=preset.chunk * ACTION_DIM if preset.chunk > 1 else 0,
         first_bin_id=tokenizer.convert_tokens_to_ids(action_token(0))
         if preset.bin_features
@@ -108,7 +109,9 @@ def build_model(preset: PolicyPreset, seed: int = 0):
         )
     if preset.chunk < 1:
         raise ValueError(f"preset {preset.name!r}: chunk must be >= 1, got {preset.chunk}")
-    if preset.architecture == "idefics3" and (preset.chunk > 1 or preset.waypoints):
+    if preset.architecture == "idefics3" and (
+        preset.chunk > 1 or preset.waypoints or preset.waypoint_tokens
+    ):
         raise ValueError(
             f"preset {preset.name!r}: action chunks and waypoints need the autodidact_vlm "
             f"architecture, got {preset.architecture!r}"

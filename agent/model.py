@@ -105,6 +105,13 @@ class AutodidactVLMConfig(PreTrainedConfig):
     step; `train.organize.waypoints`), trained by an auxiliary loss; the estimate enters the
     prompt as an image token of its own (the last one), so the action tokens read where the hand
     is going before they are emitted. 0: none."""
+    waypoint_tokens: int = 0
+    """"Where next" as tokens (embodied chain-of-thought, as ECoT writes gripper positions): the
+    language model emits the fingertip's position at this many next keyframes as 3 state-bin
+    tokens each (`agent.action_tokens.positions_to_bins`) after the prompt and before the
+    action queries, which read them; trained by their cross-entropy under teacher forcing,
+    decoded greedily when acting. The alternative to the vision's `waypoints` head (one or the
+    other); needs `action_queries`. 0: none."""
     action_queries: int = 0
     """Parallel decoding of an action chunk (as OpenVLA-OFT): the prompt ends with this many
     learnt query embeddings (chunk length x action dimension), and the logits at query q give
@@ -134,6 +141,13 @@ class AutodidactVLMConfig(PreTrainedConfig):
             raise ValueError(
                 f"waypoints and action_queries must be >= 0, got {self.waypoints} and "
                 f"{self.action_queries}"
+            )
+        if self.waypoint_tokens < 0:
+            raise ValueError(f"waypoint_tokens must be >= 0, got {self.waypoint_tokens}")
+        if self.waypoint_tokens and (self.waypoints or not self.action_queries):
+            raise ValueError(
+                "waypoint_tokens need action_queries > 0 and no waypoint head (waypoints=0); "
+                f"got waypoints={self.waypoints}, action_queries={self.action_queries}"
             )
         if self.waypoints and self.image_seq_len < 2 + bool(
             self.keypoints or self.queried_keypoints

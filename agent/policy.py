@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from agent import checkpoint, lora
-from agent.action_tokens import ACTION_DIM, N_BINS, bins_to_actions
+from agent.action_tokens import (
+    ACTION_DIM,
+    N_BINS,
+    bins_to_actions,
+    bins_to_positions,
+    positions_to_bins,
+)
 from agent.build import IMAGE_MEAN, IMAGE_STD, build_model
 from agent.checks import check_bins, check_images, check_instructions, check_states
 from agent.decoding import choose_tokens
@@ -57,6 +63,22 @@ class ActOutput:
 
 
 @dataclass
+class ForwardOutput:
+    """What one teacher-forced forward pass gives (`Policy.forward_outputs`)."""
+
+    logprobs: torch.Tensor
+    """[B, 4], or [B, K * 4] for a chunk policy: log-probs of `inputs["action_bins"]`."""
+    waypoints: torch.Tensor | None = None
+    """[B, W, 3] metres: the waypoint head's estimate, or the waypoint tokens' most likely bins
+    (each given the teacher-forced tokens before it); None without waypoints."""
+    waypoint_logprobs: torch.Tensor | None = None
+    """[B, W * 3]: log-probs of the waypoint tokens in the input (a waypoint-token policy)."""
+    waypoint_known: torch.Tensor | None = None
+    """bool [B, W * 3]: which of those tokens came from a known target (the rest: placeholders
+    for an unknown target, not to be learnt)."""
+
+
+@dataclass
 class PolicySettings:
     """How the policy uses its backbone; saved beside the weights as `autodidact_policy.json`."""
 
@@ -69,6 +91,10 @@ class PolicySettings:
     """Build inputs directly with torch (built-in Idefics3 format) instead of the processor."""
     image_seq_len: int = 16
     policy_id: str = "policy"
+
+
+INPUT_RECORDS = ("action_bins", "waypoint_bins", "waypoint_known")
+"""Entries of `prepare_inputs`' dict that record targets rather than feed the model."""
 
 
 class Policy:
@@ -256,17 +282,32 @@ class Policy:
     @property
     def waypoints(self) -> int:
         """How many next keyframes' fingertip positions the model estimates ("where next",
-        `agent.model`); 0 for models without the head (pretrained VLMs)."""
-        return int(getattr(self.backbone.config, "waypoints", 0) or 0)
+        `agent.model`), by its vision head or as tokens; 0 for models without them (pretrained
+        VLMs)."""
+        head = int(getattr(self.backbone.config, "waypoints", 0) or 0)
+        return head or self.waypoint_tokens
 
-    def prepare_inputs(self, images, instructions, states, bins) -> dict[str, torch.Tensor]:
+    @property
+    def waypoint_tokens(self) -> int:
+        """How many next keyframes the language model writes as tokens before the action
+        queries (`agent.model`'s `waypoint_tokens`); 0 for a waypoint head or none."""
+        return int(getattr(self.backbone.config, "waypoint_tokens", 0) or 0)
+
+    def prepare_inputs(
+        self, images, instructions, states, bins, waypoints=None
+    ) -> dict[str, torch.Tensor]:
         """Prompt + the given action tokens, for `logprobs_from_inputs` (training pre-builds these).
 
         `bins`: [B, 4], or for a chunk policy [B, K, 4] (the next K steps' bins; the prompt then
-        ends with the K x 4 action queries instead of the tokens themselves)."""
+        ends with the K x 4 action queries instead of the tokens themselves). A waypoint-token
+        policy writes `waypoints` [B, W, 3] (metres, NaN: unknown) as its waypoint tokens
+        (teacher forcing), or, without them, the tokens it decodes greedily itself (what it
+        does when it acts, so the log-probs are those of the actions it would take)."""
         inputs = self._prompt_inputs(images, instructions, states)
         batch = len(inputs["input_ids"])
         if self.chunk > 1:
+            if self.waypoint_tokens:
+                inputs = self._with_waypoint_tokens(inputs, waypoints)
             return self._with_queries(inputs, np.asarray(bins).reshape(batch, -1))
         bins = torch.from_numpy(check_bins(bins, batch, self.action_dim))
         bins = bins.to(self.device)
@@ -297,6 +338,55 @@ class Policy:
             inputs["action_bins"] = bins
         return inputs
 
+    def _with_waypoint_tokens(self, inputs, waypoints=None) -> dict[str, torch.Tensor]:
+        """`inputs` extended by the W x 3 waypoint tokens: `waypoints`' bins, or (None) the
+        greedy decode; `waypoint_bins` [B, W * 3] and `waypoint_known` record them."""
+        n = 3 * self.waypoint_tokens
+        batch = len(inputs["input_ids"])
+        if waypoints is None:
+            bins = self._decode_waypoint_tokens(inputs)[0]
+            known = torch.ones_like(bins, dtype=torch.bool)
+        else:
+            target = np.asarray(waypoints, dtype=np.float64).reshape(batch, -1, 3)
+            if target.shape[1] != self.waypoint_tokens:
+                raise ValueError(
+                    f"waypoints must have shape [B, {self.waypoint_tokens}, 3], got "
+                    f"{np.asarray(waypoints).shape}"
+                )
+            unknown = np.isnan(target)
+            bins = positions_to_bins(np.where(unknown, 0.0, target)).reshape(batch, n)
+            bins = torch.from_numpy(bins).to(self.device)
+            known = torch.from_numpy(~unknown.reshape(batch, n)).to(self.device)
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], self.action_token_ids[bins]], dim=1)
+        ones = torch.ones_like(bins)
+        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], ones], dim=1)
+        positions = inputs["position_ids"]
+        inputs["position_ids"] = torch.cat([positions, extend_positions(positions, n)], dim=-1)
+        inputs["waypoint_bins"], inputs["waypoint_known"] = bins, known
+        return inputs
+
+    @torch.no_grad()
+    def _decode_waypoint_tokens(self, inputs):
+        """Greedy decode of the W x 3 waypoint tokens after the prompt `inputs`: (bins
+        [B, W * 3], the cache holding the prompt and all tokens but the last, its mask)."""
+        n = 3 * self.waypoint_tokens
+        model_inputs = {k: v for k, v in inputs.items() if k not in INPUT_RECORDS}
+        mask, positions = inputs["attention_mask"], inputs["position_ids"]
+        out = self.model(**model_inputs, use_cache=True, logits_to_keep=1)
+        bins = []
+        for i in range(n):
+            bins.append(out.logits[:, -1][:, self.action_token_ids].argmax(-1))
+            if i + 1 < n:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                out = self.model(
+                    input_ids=self.action_token_ids[bins[-1]][:, None],
+                    attention_mask=mask,
+                    position_ids=extend_positions(positions, 1, start=i + 1),
+                    cache=out.cache,
+                    use_cache=True,
+                )
+        return torch.stack(bins, dim=1), out.cache, mask
+
     # ----------------------------------------------------------------- log-probs
     def logprobs_from_inputs(self, inputs: dict[str, torch.Tensor], temperature: float = 1.0):
         """Teacher-forced log-probs of `inputs["action_bins"]`, differentiable: [B, 4], or
@@ -306,18 +396,43 @@ class Policy:
     def logprobs_and_waypoints(self, inputs: dict[str, torch.Tensor], temperature: float = 1.0):
         """`logprobs_from_inputs` and, from the same forward pass, the waypoint estimate
         [B, waypoints, 3] in metres (None when the model makes none)."""
-        model_inputs = {k: v for k, v in inputs.items() if k != "action_bins"}
+        out = self.forward_outputs(inputs, temperature)
+        return out.logprobs, out.waypoints
+
+    def forward_outputs(
+        self, inputs: dict[str, torch.Tensor], temperature: float = 1.0
+    ) -> ForwardOutput:
+        """One teacher-forced forward pass over `prepare_inputs`' `inputs`: the action tokens'
+        log-probs, and the waypoints (estimate, and for a waypoint-token policy the waypoint
+        tokens' log-probs at temperature 1)."""
+        model_inputs = {k: v for k, v in inputs.items() if k not in INPUT_RECORDS}
+        wp_logprobs = wp_estimate = None
         if model_inputs.get("with_action_queries"):
             q = self.chunk * self.action_dim
-            out = self.model(**model_inputs, use_cache=False, logits_to_keep=q)
-            logits = out.logits[..., self.action_token_ids].float() / temperature
+            n = inputs["waypoint_bins"].shape[1] if "waypoint_bins" in inputs else 0
+            keep = q + n + 1 if n else q  # the token before each waypoint token predicts it
+            out = self.model(**model_inputs, use_cache=False, logits_to_keep=keep)
+            logits = out.logits[:, -q:][..., self.action_token_ids].float() / temperature
+            if n:
+                wp_logits = torch.log_softmax(
+                    out.logits[:, :n][..., self.action_token_ids].float(), dim=-1
+                )
+                wp_logprobs = wp_logits.gather(-1, inputs["waypoint_bins"][..., None])[..., 0]
+                best = wp_logits.argmax(-1).cpu().numpy().reshape(len(logits), -1, 3)
+                wp_estimate = torch.from_numpy(bins_to_positions(best)).to(logits.device)
         else:
             n = self.action_dim
             out = self.model(**model_inputs, use_cache=False, logits_to_keep=n + 1)
             logits = out.logits[:, :n][..., self.action_token_ids].float() / temperature
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = logprobs.gather(-1, inputs["action_bins"][..., None]).squeeze(-1)
-        return chosen, getattr(out, "waypoints", None)
+        waypoints = getattr(out, "waypoints", None)
+        return ForwardOutput(
+            logprobs=chosen,
+            waypoints=wp_estimate if waypoints is None else waypoints,
+            waypoint_logprobs=wp_logprobs,
+            waypoint_known=inputs.get("waypoint_known"),
+        )
 
     def action_logprobs(self, images, instructions, states, bins, temperature: float = 1.0):
         """Teacher-forced log-probs [B, 4] of `bins` for these observations, differentiable."""
@@ -375,10 +490,28 @@ class Policy:
         )
 
     def _act_chunk(self, inputs, greedy, temperature, top_k, generator) -> ActOutput:
-        """A chunk policy's decision: all K x 4 tokens from one forward pass over the queries."""
-        inputs = self._with_queries(inputs)
+        """A chunk policy's decision: all K x 4 tokens from one forward pass over the queries
+        (a waypoint-token policy first decodes its waypoint tokens greedily, one cached step
+        each, and the queries follow them)."""
         q, k = self.chunk * self.action_dim, self.chunk
-        out = self.model(**inputs, use_cache=False, logits_to_keep=q)
+        if self.waypoint_tokens:
+            wp_bins, cache, mask = self._decode_waypoint_tokens(inputs)
+            n = wp_bins.shape[1]
+            placeholders = torch.full((len(wp_bins), q), self.pad_id, device=self.device)
+            ids = torch.cat([self.action_token_ids[wp_bins[:, -1:]], placeholders], dim=1)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=torch.cat([mask, torch.ones_like(ids)], dim=1),
+                position_ids=extend_positions(inputs["position_ids"], 1 + q, start=n),
+                cache=cache,
+                use_cache=False,
+                logits_to_keep=q,
+                with_action_queries=True,
+            )
+            positions = bins_to_positions(wp_bins.cpu().numpy().reshape(len(wp_bins), -1, 3))
+            out.waypoints = torch.from_numpy(positions)
+        else:
+            out = self.model(**self._with_queries(inputs), use_cache=False, logits_to_keep=q)
         logits = out.logits[..., self.action_token_ids]  # [B, Q, bins]
         batch = logits.shape[0]
         bins, logprobs = choose_tokens(

@@ -4,7 +4,10 @@
 default); `tiny_keypoints` is `tiny` with the earlier manipulation levers (spatial-softmax and
 instruction-queried keypoints, weighted word pooling, ordinal bin embeddings; BENCHMARKS.md,
 "Manipulation levers", measures them); `tiny_grasp` is `tiny` with the manipulation design
-(keypoints, "where next" waypoints, action chunks; BENCHMARKS.md, "Manipulation, session 9"); `idefics3_tiny`, `idefics3_tiny_vision` and `idefics3_small` build small Idefics3
+(keypoints, "where next" waypoints, action chunks; BENCHMARKS.md, "Manipulation, session 9"),
+with its ablations `tiny_grasp_tokens` (the waypoints as tokens the language model writes),
+`tiny_grasp_k1` (one step per decision) and `tiny_grasp_ordered` (FiLM reads word order);
+`idefics3_tiny`, `idefics3_tiny_vision` and `idefics3_small` build small Idefics3
 (SmolVLM architecture) models, kept for comparison.
 """
 
@@ -47,6 +50,10 @@ class PolicyPreset:
     waypoints: int = 0
     """autodidact_vlm: how many of the next keyframes' fingertip positions the vision estimates
     ("where next", an auxiliary target), in an image token of their own (`agent.model`; 0: none)."""
+    waypoint_tokens: int = 0
+    """autodidact_vlm: "where next" as tokens the language model emits before the action
+    queries (x, y, z state-bin tokens per keyframe; `agent.model`) instead of the vision's head;
+    needs `chunk` > 1 and `waypoints` = 0 (0: none)."""
     chunk: int = 1
     """Actions per decision. 1: one action, its tokens emitted one by one; K > 1 (autodidact_vlm):
     the next K actions from learnt queries in one forward pass (`agent.model.action_queries`),
@@ -117,6 +124,12 @@ PRESETS: dict[str, PolicyPreset] = {
     # softmax keypoints, "where next" waypoints (the next two keyframes) and chunks of 4 actions
     "tiny_grasp": replace(_TINY, name="tiny_grasp", keypoints=32, waypoints=2, chunk=4),
 }
+# `tiny_grasp` with the waypoints as tokens the language model emits (way (a) of issue 31)
+PRESETS["tiny_grasp_tokens"] = replace(
+    PRESETS["tiny_grasp"], name="tiny_grasp_tokens", waypoints=0, waypoint_tokens=2
+)
+# `tiny_grasp` deciding one step at a time (the chunk ablation of issue 31)
+PRESETS["tiny_grasp_k1"] = replace(PRESETS["tiny_grasp"], name="tiny_grasp_k1", chunk=1)
 # `tiny_grasp` whose FiLM reads word order ("red on blue" is not "blue on red"): for stack
 PRESETS["tiny_grasp_ordered"] = replace(
     PRESETS["tiny_grasp"], name="tiny_grasp_ordered", word_pooling="ordered"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agent import Policy
-from agent.action_tokens import actions_to_bins, bins_to_actions
+from agent.action_tokens import actions_to_bins, bins_to_actions, bins_to_positions
 from train.collect.chunking import ChunkExecutor, ensemble_weights
 from train.collect.episodes import ExpertActor, Job, collect_episodes
 from train.organize.waypoints import keyframes, waypoint_targets
@@ -197,3 +197,34 @@ def test_a_chunk_policy_round_trips_with_its_queries_and_waypoint_head(policy, t
     np.testing.assert_allclose(before.waypoints, after.waypoints, atol=1e-6)
     with pytest.raises(ValueError, match="waypoints and action_queries must be >= 0"):
         type(policy.backbone.config)(action_queries=-4)
+
+
+def test_waypoint_tokens_are_learnt_decoded_before_the_queries_and_scored_as_acted(noisy_demos):
+    """Way (a): the language model writes the waypoints as state-bin tokens; SFT teaches them by
+    teacher forcing, acting decodes them greedily (one cached step each) before the queries,
+    and RL's log-probs of the sampled chunk are those the policy acted with."""
+    tokens = Policy.from_preset("tiny_grasp_tokens", seed=1)
+    assert tokens.waypoints == 2 and tokens.waypoint_tokens == 2 and tokens.chunk == 4
+    config = SFTConfig(lr=1e-3, batch_size=16, epochs=100, max_steps=30, augment_shift=2)
+    metrics = sft_update(tokens, noisy_demos, config)
+    assert metrics["train/sft_loss"] < metrics["train/sft_loss_first_epoch"]
+    assert metrics["train/waypoint_loss"] < np.log(256)  # better than a uniform guess per token
+    # acting: the cached greedy decode agrees with decoding from scratch
+    part = episode_steps(noisy_demos[:1], chunk=4).select(np.arange(3))
+    with policy_eval(tokens):
+        acted = tokens.act(part.images, part.instructions, part.states)
+        inputs = tokens._prompt_inputs(part.images, part.instructions, part.states)
+        decoded = tokens._decode_waypoint_tokens(inputs)[0].numpy().reshape(3, 2, 3)
+    np.testing.assert_allclose(acted.waypoints, bins_to_positions(decoded), atol=1e-6)
+    # sampled chunks: RL's ratio at the acting weights is 1
+    jobs = [Job("pick_place", s) for s in range(2)]
+    episodes = collect_episodes(jobs, tokens, num_envs=2, seed=1, max_episode_steps=6)
+    acted_steps = episode_steps(episodes, chunk=tokens.chunk, acted=True)
+    with policy_eval(tokens):
+        now = step_logprobs(tokens, acted_steps)
+    ratio = torch.exp(now - torch.from_numpy(acted_steps.old_logprobs))
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-4, rtol=0)
+
+
+def policy_eval(policy):
+    return policy.mode(training=False)

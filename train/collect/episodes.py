@@ -256,6 +256,15 @@ class PolicyActor:
         self.executor = ChunkExecutor(chunk, execution) if chunk > 1 else None
         self._waypoint: dict[int, np.ndarray] = {}
 
+    @property
+    def info_keys(self) -> tuple[str, ...]:
+        """The `step_info` keys its steps may record (`GuidedActor` fills them in where the
+        policy did not act, so that each covers every step of an episode)."""
+        keys = ("chunk/offset",) if self.executor is not None and not self.greedy else ()
+        if getattr(self.policy, "waypoints", 0) and self.executor is not None:
+            keys += tuple(f"waypoint/{a}" for a in "xyz")
+        return keys
+
     def start(self, slots: Sequence[int], jobs: Sequence[Job]) -> None:
         if self.executor is not None:
             self.executor.start(slots)

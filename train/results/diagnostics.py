@@ -76,6 +76,11 @@ def waypoint_error(policy, episodes, kind: str = "gripper") -> float | None:
     with policy.mode(training=False):
         for rows in chunks(len(steps), 128):
             part = steps.select(rows)
-            found.append(forward_logprobs_and_waypoints(policy, part)[1].float().cpu().numpy())
+            found.append(
+                forward_logprobs_and_waypoints(policy, part, teacher_waypoints=False)[1]
+                .float()
+                .cpu()
+                .numpy()
+            )
     error = np.linalg.norm(np.concatenate(found) - steps.waypoints, axis=-1)
     return float(np.median(error)) * 100.0

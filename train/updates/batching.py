@@ -110,7 +110,9 @@ def episode_steps(
     `acted` (chunk > 1): each step as the chunk policy produced it, for log-probs of the actions
     it took (RL, DPO, diagnostics): the observation and chunk of the decision the step came
     from (`step_info["chunk/offset"]` steps before; a step without it is a decision of its own)
-    and its place in that chunk (`StepSet.slot`)."""
+    and its place in that chunk (`StepSet.slot`). `acted` also leaves out the steps the expert
+    acted in a guided episode (`step_info["guide/expert"]`, `train.collect.guidance`): RL and
+    DPO score only the actions the policy took."""
     if not episodes:
         raise ValueError("no episodes; expected at least one")
     if chunk < 1:
@@ -150,7 +152,20 @@ def episode_steps(
                 for e, d in zip(episodes, decisions, strict=True)
             ]
         ).astype(np.float32)
+    if acted:
+        own = np.concatenate([policy_acted(e) for e in episodes])
+        if not own.all():
+            steps = steps.select(np.flatnonzero(own))
     return steps
+
+
+def policy_acted(episode: Episode) -> np.ndarray:
+    """bool [T]: the steps the policy acted (all, unless a guided episode's expert took some;
+    `step_info["guide/expert"]`, `train.collect.guidance`)."""
+    by_expert = episode.step_info.get("guide/expert")
+    if by_expert is None:
+        return np.ones(episode.length, dtype=bool)
+    return np.asarray(by_expert) < 0.5
 
 
 def _decision_steps(episode: Episode) -> np.ndarray:
@@ -204,8 +219,22 @@ def forward_logprobs(policy, steps: StepSet, temperature: float = 1.0) -> torch.
     return forward_logprobs_and_waypoints(policy, steps, temperature)[0]
 
 
-def forward_logprobs_and_waypoints(policy, steps: StepSet, temperature: float = 1.0):
+def forward_logprobs_and_waypoints(
+    policy, steps: StepSet, temperature: float = 1.0, teacher_waypoints: bool = True
+):
     """`forward_logprobs` and the policy's waypoint estimate [N, W, 3] (None without one)."""
+    out = forward_outputs(policy, steps, temperature, teacher_waypoints)
+    return out.logprobs, out.waypoints
+
+
+def forward_outputs(
+    policy, steps: StepSet, temperature: float = 1.0, teacher_waypoints: bool = True
+):
+    """`agent.policy.ForwardOutput` of `steps` under `policy`, in one forward pass (see
+    `forward_logprobs`). A waypoint-token policy reads `steps.waypoints` as its waypoint tokens
+    when they are given and `teacher_waypoints` (SFT's teacher forcing), else the tokens it
+    decodes itself (RL and DPO score the actions it would take; the waypoint error measures
+    its own decode)."""
     bins = steps.bins
     if policy.chunk > 1:
         if steps.chunk_bins is None or steps.chunk_bins.shape[1] != policy.chunk:
@@ -215,13 +244,18 @@ def forward_logprobs_and_waypoints(policy, steps: StepSet, temperature: float = 
                 f"targets of that length (episode_steps(..., chunk={policy.chunk})), got {have}"
             )
         bins = steps.chunk_bins
-    inputs = policy.prepare_inputs(steps.images, steps.instructions, steps.states, bins)
-    logprobs, waypoints = policy.logprobs_and_waypoints(inputs, temperature=temperature)
+    waypoints = None
+    if policy.waypoint_tokens and teacher_waypoints and steps.waypoints is not None:
+        waypoints = steps.waypoints
+    inputs = policy.prepare_inputs(
+        steps.images, steps.instructions, steps.states, bins, waypoints=waypoints
+    )
+    out = policy.forward_outputs(inputs, temperature=temperature)
     if policy.chunk > 1 and steps.slot is not None:  # each step's own slot of its chunk
         d = policy.action_dim
-        slot = torch.from_numpy(steps.slot).to(logprobs.device)
-        logprobs = logprobs.view(len(steps), -1, d)[torch.arange(len(steps)), slot]
-    return logprobs, waypoints
+        slot = torch.from_numpy(steps.slot).to(out.logprobs.device)
+        out.logprobs = out.logprobs.view(len(steps), -1, d)[torch.arange(len(steps)), slot]
+    return out
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from train.updates.batching import (
     episode_steps,
     forward_logprobs,
     minibatches,
+    policy_acted,
     step_logprobs,
 )
 from train.updates.config import RLConfig
@@ -50,7 +51,7 @@ def group_steps(groups: Sequence, chunk: int = 1) -> tuple[StepSet | None, torch
             skipped += 1
             continue
         for episode in group.episodes:
-            if not np.isfinite(episode.logprobs).all():
+            if not np.isfinite(episode.logprobs[policy_acted(episode)]).all():
                 raise ValueError(
                     f"episode {episode.episode_id!r} (policy {episode.policy_id!r}) has non-finite "
                     "rollout log-probs; RL expects episodes sampled by the MLLM policy"

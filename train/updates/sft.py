@@ -14,7 +14,7 @@ import torch
 from train.updates.batching import (
     chunks,
     episode_steps,
-    forward_logprobs_and_waypoints,
+    forward_outputs,
     minibatches,
     shift_images,
     step_logprobs,
@@ -44,7 +44,8 @@ def sft_update(
     A chunk policy (`policy.chunk` = K > 1) learns each step's next K actions of its episode
     (steps past the episode's end masked). The loss is the action tokens' cross-entropy plus
     `config.waypoint_weight` times the waypoint loss (`losses.waypoint_loss`; targets from
-    `train.organize.waypoints`, keyframes of kind `config.keyframes`).
+    `train.organize.waypoints`, keyframes of kind `config.keyframes`); for a policy that writes
+    its waypoints as tokens, the waypoint tokens' cross-entropy under teacher forcing.
     """
     config = config or SFTConfig()
     waypoints = policy.waypoints if config.waypoint_weight > 0 else 0
@@ -68,7 +69,8 @@ def sft_update(
                 for rows in chunks(len(batch), config.forward_chunk):
                     part = batch.select(rows)
                     part.images = shift_images(part.images, config.augment_shift, generator)
-                    logprobs, predicted = forward_logprobs_and_waypoints(policy, part)
+                    out = forward_outputs(policy, part)
+                    logprobs, predicted = out.logprobs, out.waypoints
                     mask = None
                     if part.chunk_mask is not None:
                         mask = torch.from_numpy(part.chunk_mask).to(logprobs.device)
@@ -77,7 +79,10 @@ def sft_update(
                     total += loss.item() * len(part)
                     if waypoints and predicted is not None:
                         target = torch.from_numpy(part.waypoints).to(predicted.device)
-                        aux = waypoint_loss(predicted, target)
+                        if out.waypoint_logprobs is not None:  # tokens: their cross-entropy
+                            aux = sft_loss(out.waypoint_logprobs, out.waypoint_known)
+                        else:
+                            aux = waypoint_loss(predicted, target)
                         loss = loss + config.waypoint_weight * aux
                         aux_total += aux.item() * len(part)
                         errors.append((predicted.detach().float() - target).norm(dim=-1).cpu())

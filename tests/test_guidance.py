@@ -1,0 +1,116 @@
+"""Guided collection (`train.collect.guidance`): the expert takes over or labels the policy's
+states; each step records who acted; RL and DPO see only the policy's own steps."""
+
+import numpy as np
+import pytest
+import torch
+
+from agent import Policy
+from train.collect.episodes import Job, PolicyActor, collect_episodes
+from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance, GuidedActor
+from train.updates.batching import episode_steps, step_logprobs
+from train.updates.rl import group_steps
+
+MAX_STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return Policy.from_preset("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def chunk_policy():
+    return Policy.from_preset("tiny_grasp", seed=0)
+
+
+def _guided(policy, guidance, jobs, num_envs=3, seed=1, round=1):
+    actor = GuidedActor(PolicyActor(policy, seed=seed), guidance, seed=seed, round=round)
+    return collect_episodes(jobs, actor, num_envs=num_envs, max_episode_steps=MAX_STEPS)
+
+
+def test_the_expert_takes_over_after_the_set_steps_and_finishes_what_the_policy_cannot(policy):
+    jobs = [Job("reach", s) for s in range(6)]
+    alone = collect_episodes(jobs, policy, num_envs=3, seed=1, max_episode_steps=MAX_STEPS)
+    guided = _guided(policy, Guidance(mode="takeover", trigger="steps", steps=3), jobs)
+    for e in guided:
+        who = e.step_info[EXPERT_KEY]
+        np.testing.assert_array_equal(who[:3], 0.0)  # the policy's first three steps
+        assert (who[3:] == 1.0).all()
+        assert np.isfinite(e.logprobs[:3]).all() and np.isnan(e.logprobs[3:]).all()
+        assert e.policy_id == policy.policy_id
+    # the first three steps are the policy's own, as it samples alone (the first batch's: later
+    # episodes start beside other episodes, so their sampling differs)
+    for a, g in zip(alone[:3], guided[:3], strict=True):
+        np.testing.assert_array_equal(a.action_bins[:3], g.action_bins[:3])
+    assert sum(e.is_success for e in guided) >= 5 > sum(e.is_success for e in alone)
+
+
+def test_a_drawn_takeover_step_belongs_to_the_episode_not_the_batch(policy):
+    jobs = [Job("reach", s) for s in range(5)]
+    guidance = Guidance(mode="takeover", trigger="drawn", steps=10)
+    one = _guided(policy, guidance, jobs, num_envs=1)
+    three = _guided(policy, guidance, jobs, num_envs=3)
+    switches = [int((e.step_info[EXPERT_KEY] == 0).sum()) for e in one]
+    assert switches == [int((e.step_info[EXPERT_KEY] == 0).sum()) for e in three]
+    assert len(set(switches)) > 1 and max(switches) <= 10
+
+
+def test_a_stalled_policy_hands_over():
+    class Still:  # a policy that never moves: the bins of a zero move, fingers open
+        policy_id = "still"
+
+        def act(self, obs, active, vec):
+            bins = np.full((vec.num_envs, 4), 128, dtype=np.int64)
+            bins[:, 3] = 0
+            return bins, np.zeros((vec.num_envs, 4), np.float32)
+
+    guidance = Guidance(mode="takeover", trigger="stall", steps=100, stall_steps=4, stall_cm=0.5)
+    actor = GuidedActor(Still(), guidance)
+    (episode,) = collect_episodes([Job("reach", 0)], actor, num_envs=1, max_episode_steps=20)
+    who = episode.step_info[EXPERT_KEY]
+    assert who[:4].sum() == 0 and who[4:].all()  # four still steps measured, then the expert
+
+
+def test_dagger_labels_every_state_and_mixes_the_expert_in(policy):
+    jobs = [Job("pick_place", s) for s in range(4)]
+    episodes = _guided(policy, Guidance(mode="dagger", beta=0.5), jobs)
+    who = np.concatenate([e.step_info[EXPERT_KEY] for e in episodes])
+    assert 0.3 < who.mean() < 0.7
+    for e in episodes:
+        labels = np.stack([e.step_info[k] for k in LABEL_KEYS], axis=1).astype(np.int64)
+        by_expert = e.step_info[EXPERT_KEY] == 1
+        np.testing.assert_array_equal(e.action_bins[by_expert], labels[by_expert])
+        assert np.isnan(e.logprobs[by_expert]).all()
+        assert np.isfinite(e.logprobs[~by_expert]).all()
+    later = _guided(policy, Guidance(mode="dagger", beta=0.5, beta_decay=0.5), jobs, round=3)
+    assert np.concatenate([e.step_info[EXPERT_KEY] for e in later]).mean() < 0.25
+
+
+def test_rl_scores_only_the_policys_own_steps_at_ratio_one(chunk_policy):
+    jobs = [Job("pick_place", 0, f"g{g}") for g in range(2)]
+    guidance = Guidance(mode="dagger", beta=0.4)
+    episodes = _guided(chunk_policy, guidance, jobs, num_envs=2)
+    steps = episode_steps(episodes, chunk=chunk_policy.chunk, acted=True)
+    own = sum(int((e.step_info[EXPERT_KEY] == 0).sum()) for e in episodes)
+    assert len(steps) == own < sum(e.length for e in episodes)
+    assert np.isfinite(steps.old_logprobs).all()
+    with chunk_policy.mode(training=False):
+        now = step_logprobs(chunk_policy, steps)
+    ratio = torch.exp(now - torch.from_numpy(steps.old_logprobs))
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-4, rtol=0)
+
+    class Group:  # an RL group of the two episodes with mixed outcomes
+        task_id, env_seed = "pick_place", 0
+        rewards = [1.0, 0.0]
+
+    Group.episodes = episodes
+    group_set, advantages, skipped = group_steps([Group()], chunk=chunk_policy.chunk)
+    assert skipped == 0 and len(group_set) == own and len(advantages) == own
+
+
+def test_bad_guidance_is_refused():
+    with pytest.raises(ValueError, match="unknown guidance mode 'teacher'"):
+        Guidance(mode="teacher")
+    with pytest.raises(ValueError, match="beta and beta_decay must lie in"):
+        Guidance(mode="dagger", beta=1.5)
