@@ -1,13 +1,22 @@
 """Guided collection (`train.collect.guidance`): the expert takes over or labels the policy's
 states; each step records who acted; RL and DPO see only the policy's own steps."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from agent import Policy
 from train.collect.episodes import Job, PolicyActor, collect_episodes
-from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance, GuidedActor
+from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance
+from train.collect.guided import GuidedActor
+from train.collect.store import EpisodeStore
 from train.updates.batching import episode_steps, step_logprobs
 from train.updates.rl import group_steps
 
@@ -114,3 +123,80 @@ def test_bad_guidance_is_refused():
         Guidance(mode="teacher")
     with pytest.raises(ValueError, match="beta and beta_decay must lie in"):
         Guidance(mode="dagger", beta=1.5)
+
+
+def test_a_demo_start_reproduces_the_demonstrations_frame_at_its_start_step(policy):
+    jobs = [Job("pick_place", s) for s in range(2)] + [Job("reach", 0)]
+    demos = collect_episodes(jobs, "expert", num_envs=3, max_episode_steps=MAX_STEPS)
+    guidance = Guidance(mode="demo_start", start_step=6)
+    actor = GuidedActor(PolicyActor(policy, seed=1), guidance, start_steps={"reach": 2})
+    started = collect_episodes(jobs, actor, num_envs=3, max_episode_steps=MAX_STEPS)
+    for demo, episode, s in zip(demos, started, [6, 6, 2], strict=True):
+        who = episode.step_info[EXPERT_KEY]
+        assert who[:s].all() and not who[s:].any()  # the demonstration leads s steps
+        np.testing.assert_array_equal(episode.action_bins[:s], demo.action_bins[:s])
+        # the policy's first observation is the demonstration's frame and state at step s
+        np.testing.assert_array_equal(episode.frames[s], demo.frames[s])
+        np.testing.assert_array_equal(episode.states[s], demo.states[s])
+        assert np.isfinite(episode.logprobs[s:]).all()
+
+
+GUIDED = [
+    "--preset",
+    "tiny",
+    "rounds=2",
+    'collect.guidance.mode="demo_start"',
+    "collect.guidance.start_step=6",
+    "collect.guidance.start_back=4",
+    "collect.guidance.start_success=0.0",
+]
+
+
+def _campaign(args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "train.cli", "run"]
+    return subprocess.run(cli + args, env=env, capture_output=True, text=True, timeout=1200)
+
+
+def _metrics(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith(("per_s", "seconds"))} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def guided_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("guided") / "run"
+    proc = _campaign([*GUIDED, "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_a_guided_campaign_records_who_acted_and_moves_its_start_back(guided_run):
+    rows = _metrics(guided_run)
+    assert "guide/expert_share" not in rows[0]  # demonstrations are not guided
+    names = sorted(k.split("/")[-1] for k in rows[1] if k.startswith("guide/start_step/"))
+    assert names and [rows[1][f"guide/start_step/{n}"] for n in names] == [6.0] * len(names)
+    assert [rows[2][f"guide/start_step/{n}"] for n in names] == [2.0] * len(names)
+    assert 0 < rows[2]["guide/expert_share"] < rows[1]["guide/expert_share"] < 1
+    rollouts = EpisodeStore(guided_run / "episodes").load(where={"round": 2})
+    assert all((e.step_info[EXPERT_KEY][:2] == 1).all() for e in rollouts)
+    assert all(not e.step_info[EXPERT_KEY][2:].any() for e in rollouts)
+    # held-out evaluation is never guided: its rate is the one written beside the guided one
+    assert "eval/success_rate" in rows[2] and "guide/success_rate/ReachBall-v0" in rows[2]
+
+
+@pytest.mark.slow
+def test_a_killed_guided_campaign_resumes_to_the_same_result(guided_run, tmp_path):
+    out = tmp_path / "killed"
+    cli = [sys.executable, "-m", "train.cli", "run", *GUIDED, "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while time.time() < deadline and not (out / "partial" / "round_1.json").is_file():
+        assert proc.poll() is None, "campaign ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # after round 1's record, before round 2's start steps
+    proc.wait()
+    resumed = _campaign(["--resume", "--out", str(out)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _metrics(out) == _metrics(guided_run)

@@ -3,31 +3,17 @@ record is named with its file and line, a resume names what it would change and 
 was lost exactly once."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-CLI = [sys.executable, "-m", "train.cli"]
-SMALL = ["rounds=1", "eval.videos_per_task=0"]
-
-
-def _cli(*args):
-    proc = subprocess.run(CLI + list(args), env=ENV, capture_output=True, text=True, timeout=900)
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return proc
+from cli_helper import SMALL, cli, finished_tiny_run
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished tiny campaign of one improvement round (copy it before changing it)."""
     out = tmp_path_factory.mktemp("records") / "run"
-    proc = _cli("run", "--preset", "tiny", "--out", str(out), *SMALL)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return finished_tiny_run(out)
 
 
 def _copy(finished, tmp_path, name="copy"):
@@ -48,7 +34,7 @@ def _write_evals(run, outcomes, k=1):
 def test_compare_names_a_task_only_one_side_has_and_means_over_the_shared_ones(finished, tmp_path):
     reach_only = _copy(finished, tmp_path)
     _write_evals(reach_only, [o for o in _evals(finished) if "ReachBall" in o["task_id"]])
-    proc = _cli("compare", str(finished), str(reach_only))
+    proc = cli("compare", str(finished), str(reach_only))
     assert proc.returncode == 0, proc.stderr
     assert f"note: PressButton-v0: only {finished}:1 evaluated it; left out of the comparison" in (
         proc.stdout
@@ -57,7 +43,7 @@ def test_compare_names_a_task_only_one_side_has_and_means_over_the_shared_ones(f
     assert "note: mean (shared tasks): over the 1 tasks both sides evaluated on shared seeds " in (
         proc.stdout
     )
-    result = json.loads(_cli("compare", str(finished), str(reach_only), "--json").stdout)
+    result = json.loads(cli("compare", str(finished), str(reach_only), "--json").stdout)
     (comparison,) = result["comparisons"]
     assert comparison["left_out"] == ["PressButton-v0"] and list(comparison["tasks"]) == [
         "ReachBall-v0"
@@ -68,7 +54,7 @@ def test_compare_names_a_task_only_one_side_has_and_means_over_the_shared_ones(f
 def test_compare_says_why_nothing_pairs_when_no_seed_overlaps(finished, tmp_path):
     shifted = _copy(finished, tmp_path)
     _write_evals(shifted, [{**o, "env_seed": o["env_seed"] + 100} for o in _evals(finished)])
-    proc = _cli("compare", str(finished), str(shifted))
+    proc = cli("compare", str(finished), str(shifted))
     assert proc.returncode == 2
     assert f"{finished}:1 and {shifted}:1 share no held-out seed on any task" in proc.stderr
     assert "ReachBall-v0: no held-out seed in common (A: 10000000..10000005 (6 seeds), B: " in (
@@ -82,22 +68,25 @@ def test_a_garbage_line_in_metrics_is_named_by_compare_and_resume(finished, tmp_
     lines.insert(1, "{not json")
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     for args in (("compare", str(finished), str(run)), ("run", "--resume", "--out", str(run))):
-        proc = _cli(*args)
+        proc = cli(*args)
         assert proc.returncode == 2, proc.stderr
         assert f"'{run}/metrics.jsonl' line 2 is not JSON: " in proc.stderr, proc.stderr
+    assert "; remove line 2 of metrics.jsonl (`autodidact run --resume` then evaluates that " in (
+        proc.stderr
+    )
 
 
 def test_a_bad_value_in_a_stored_config_names_the_file(finished, tmp_path):
     run = _copy(finished, tmp_path)
     text = (run / "config.toml").read_text().replace("rounds = 1", 'rounds = "x"')
     (run / "config.toml").write_text(text)
-    proc = _cli("run", "--resume", "--out", str(run))
+    proc = cli("run", "--resume", "--out", str(run))
     assert proc.returncode == 2
     assert f"error: '{run}/config.toml': rounds: expected an integer, got 'x'" in proc.stderr
 
 
 def test_resume_with_a_changed_config_names_the_keys_that_differ(finished):
-    proc = _cli("run", "--resume", "--out", str(finished), "--preset", "tiny", *SMALL, "rounds=2",
+    proc = cli("run", "--resume", "--out", str(finished), "--preset", "tiny", *SMALL, "rounds=2",
                 "eval.episodes_per_task=4")  # fmt: skip
     assert proc.returncode == 2
     assert "differs from it in eval.episodes_per_task: 6 -> 4; rounds: 1 -> 2 (stored -> given" in (
@@ -108,7 +97,7 @@ def test_resume_with_a_changed_config_names_the_keys_that_differ(finished):
 def test_resume_with_overrides_alone_lays_them_over_the_stored_config(finished):
     """Issue 32 finding 6: overrides without a preset were laid over the `default` preset, so
     resume listed every key where `default` differs from the stored run (`policy.preset`, ...)."""
-    proc = _cli("run", "--resume", "--out", str(finished), "collect.num_envs=4")
+    proc = cli("run", "--resume", "--out", str(finished), "collect.num_envs=4")
     assert proc.returncode == 2
     assert "differs from it in collect.num_envs: " in proc.stderr, proc.stderr
     assert (
@@ -122,7 +111,7 @@ def test_resume_after_metrics_are_lost_rebuilds_them_and_tensorboard_once(finish
 
     run = _copy(finished, tmp_path)
     (run / "metrics.jsonl").unlink()
-    proc = _cli("run", "--resume", "--out", str(run))
+    proc = cli("run", "--resume", "--out", str(run))
     assert proc.returncode == 0, proc.stderr[-3000:]
     timing = ("per_s", "seconds", "time")
 
@@ -160,15 +149,15 @@ def test_a_deleted_and_a_truncated_part_are_named_and_collected_again(finished, 
         f"(1000 bytes; {truncated['bytes']} recorded)"
     )
 
-    proc = _cli("verify-run", str(run))
+    proc = cli("verify-run", str(run))
     assert proc.returncode == 1
     assert f"problem: episodes/: {missing}\n" in proc.stdout
     assert f"problem: episodes/: {cut}\n" in proc.stdout
-    proc = _cli("export", str(run), "--out", str(tmp_path / "dataset"))
+    proc = cli("export", str(run), "--out", str(tmp_path / "dataset"))
     assert proc.returncode == 2 and f"fails its check: {missing}; {cut}" in proc.stderr
     assert not (tmp_path / "dataset").exists()
 
-    proc = _cli("run", "--resume", "--out", str(run))
+    proc = cli("run", "--resume", "--out", str(run))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"store: {missing}; collected round 0 chunk 1 again ({deleted['rows']} episodes, " in (
         proc.stdout
@@ -184,5 +173,5 @@ def test_a_deleted_and_a_truncated_part_are_named_and_collected_again(finished, 
         assert (a.actions == b.actions).all() and (a.frames == b.frames).all(), a.episode_id
     again = json.loads((run / "episodes" / "manifest.json").read_text())["parts"]
     assert [p["sha256"] for p in again] == [p["sha256"] for p in manifest]
-    proc = _cli("verify-run", str(run))
+    proc = cli("verify-run", str(run))
     assert proc.returncode == 0 and proc.stdout.strip().endswith(f"{run}: sound"), proc.stdout

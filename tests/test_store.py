@@ -331,3 +331,30 @@ def test_a_part_the_manifest_does_not_list_is_an_interrupted_append_and_ignored(
     new = again.append([synthetic_episode(1)])
     assert new.name.startswith("part-000002-") and orphan.exists()
     assert [e.episode_id for e in EpisodeStore(tmp_path).load()] == ["r0/ep0", "r1/ep1"]
+
+
+def test_a_store_that_requires_its_manifest_refuses_parts_without_one_until_recovered(tmp_path):
+    """Issue 32 finding 1, at the store: a campaign's store without its manifest is damage (a
+    StoreError on load), and its owner records the parts it recognises again, in its order; a
+    chunk collected again goes back into its place (`append(position=)`)."""
+    store = EpisodeStore(tmp_path)
+    first = store.append([synthetic_episode(0)], label={"round": 0, "chunk": 0})
+    lost = store.append([synthetic_episode(1)], label={"round": 0, "chunk": 1})
+    third = store.append([synthetic_episode(2)], label={"round": 0, "chunk": 2})
+    recorded = _manifest(tmp_path)
+    (tmp_path / "manifest.json").unlink()
+    lost.unlink()
+    strict = EpisodeStore(tmp_path, require_manifest=True)
+    with pytest.raises(StoreError, match="manifest.json is missing, but the store holds 2 part"):
+        strict.load()
+    assert strict.part_episode_ids(third) == ["r2/ep2"]
+    third.write_bytes(third.read_bytes()[:200])
+    with pytest.raises(StoreError, match=re.escape(third.name)):
+        strict.part_episode_ids(third)
+    strict.set_aside(third.name)
+    strict.recover_manifest([(first, {"round": 0, "chunk": 0})])
+    assert _manifest(tmp_path) == recorded[:1]
+    strict.append([synthetic_episode(2)], label={"round": 0, "chunk": 2})
+    strict.append([synthetic_episode(1)], label={"round": 0, "chunk": 1}, position=1)
+    assert [e.episode_id for e in EpisodeStore(tmp_path).load()] == ["r0/ep0", "r1/ep1", "r2/ep2"]
+    assert strict.episodes_per_round() == {0: 1, 1: 1, 2: 1}

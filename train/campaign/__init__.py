@@ -1,5 +1,6 @@
-"""The campaign: its configuration and presets (`config`, `presets/`), the round loop (`loop`) and
-its records on disk (`runlog`).
+"""The campaign: its configuration and presets (`config`, `presets/`), the round loop (`loop`), its
+records on disk (`runlog`), their checksums (`integrity`), what a resume makes again (`repair`)
+and `verify-run` (`audit`).
 
 `Campaign`, `CampaignConfig` and `load_campaign_config` are importable from here; the loop (torch)
 is imported only when `Campaign` is first used, so loading a config stays light.

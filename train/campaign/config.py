@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from train.campaign.typed_config import ConfigError, apply_overrides, from_dict, load_toml
+from train.collect.guidance import Guidance
 from train.updates import UPDATES
 from train.updates.config import DPOConfig, RLConfig, SFTConfig
 
@@ -66,6 +67,11 @@ class CollectSection:
     acting on this CPU with AVX512-BF16; CPUs without bf16 instructions emulate it, likely slower,
     not measured). Training and evaluation stay in float32; rollout log-probs (RL's
     importance-ratio denominators) then carry the rounding too."""
+    guidance: Guidance = field(default_factory=Guidance)
+    """How the scripted expert helps the rounds' rollouts (`train.collect.guidance`): `mode =
+    "none"` (the policy alone, the default), `takeover`, `demo_start` (a reverse curriculum per
+    task) or `dagger` (expert labels on the policy's states for SFT). Evaluation is never
+    guided; RL and DPO learn only from the steps the policy acted."""
 
 
 @dataclass

@@ -7,10 +7,13 @@ A campaign directory holds everything needed to resume, plot and audit it::
     state.json             the last completed step (for people; resuming reads the artifacts)
     episodes/              the episode store (every collected episode, demonstrations included)
     verdicts/round_K.jsonl every verifier's verdict on round K's episodes
-    checkpoints/round_K/   the policy after round K (round 0: the seed policy)
+    records.json           the records format (`train.campaign.integrity`)
+    checkpoints/round_K/   the policy after round K (round 0: the seed policy), and beside it
+                           round_K.checksums.json: each of its files' size and SHA-256
     partial/round_K.json   round K's record before its evaluation (a resume keeps it)
     metrics.jsonl          one record per round: rollout, verify, organize, train and eval metrics
-    evals/round_K.jsonl    round K's held-out outcomes, one line per (task, seed)
+    evals/round_K.jsonl    round K's held-out outcomes, one line per (task, seed), and
+                           round_K.checksums.json: its size and SHA-256
     tb/                    the same metrics for TensorBoard
     videos/round_K/        MP4s of evaluation episodes
     success_curve.png      held-out success per round, per task and mean, 95% Wilson intervals
@@ -18,7 +21,8 @@ A campaign directory holds everything needed to resume, plot and audit it::
 
 Every file is written to a temporary name and renamed, and every step is a deterministic function of
 the config and what earlier steps wrote, so a killed campaign resumes where it stopped and ends
-with the same result as one that was never interrupted.
+with the same result as one that was never interrupted; and a resume first makes again whatever
+it finds missing or damaged (`train.campaign.repair`).
 """
 
 from __future__ import annotations
@@ -34,11 +38,20 @@ import envs
 from agent import Policy
 from agent.runtime import adapt_threads, available_cpus, requested_threads
 from train.campaign.config import CampaignConfig
+from train.campaign.integrity import (
+    RECORDS_FILE,
+    RECORDS_FORMAT,
+    record_checksums,
+    records_format,
+    write_records_format,
+)
+from train.campaign.repair import repair_run
 from train.campaign.runlog import RunLog, atomic_write_text
 from train.campaign.typed_config import ConfigError, dump_toml, to_dict
 from train.collect.chunks import Chunk, make_chunks, make_collector
 from train.collect.episodes import ExpertActor, Job
-from train.collect.store import EpisodeStore, StoreError
+from train.collect.guided import guidance_metrics, next_start_steps
+from train.collect.store import EpisodeStore
 from train.collect.workers import task_modules
 from train.organize import round_data as organize
 from train.paths import OutputPathError, check_output_dir, enclosing_campaign
@@ -73,6 +86,8 @@ class Campaign:
         self.store = EpisodeStore(self.out / "episodes")
         self.runlog = RunLog(self.out)
         self.policy: Policy | None = None
+        self.records_format = RECORDS_FORMAT
+        """What the run's records must hold (`train.campaign.integrity`); settled by `run`."""
         self.last_steps_per_s: float | None = None
         """Env-steps/s of the last collection (None when it was all read back from the store)."""
         self._collector = None
@@ -93,20 +108,24 @@ class Campaign:
                 f"campaign directory {str(self.out)!r} lies inside the campaign {str(outer)!r}; "
                 "choose a directory outside it"
             )
-        if not self._checkpoint(0).exists():
+        if not self.checkpoint_dir(0).exists():
             check_policy_source(self.config.policy.preset)
 
     def run(self) -> dict[str, Any]:
         cfg = self.config
         self.check()
+        fresh = not (self.out / "config.toml").is_file()
+        self.runlog.check()  # a record a resume cannot continue from: refused before any write
         self.out.mkdir(parents=True, exist_ok=True)
+        self.records_format = self._settle_records_format(fresh)
+        self.store.require_manifest = self.records_format >= 2
         atomic_write_text(self.out / "config.toml", dump_toml(to_dict(cfg)) + "\n")
         self.runlog.rebuild_tensorboard()
         threads = adapt_threads(force=True)
         fixed = "fixed by AUTODIDACT_THREADS / OMP_NUM_THREADS" if requested_threads() else "auto"
         log.info("torch threads: %d of %d CPUs (%s)", threads, available_cpus(), fixed)
         try:
-            self.repair_store()
+            repair_run(self)
             for k in range(cfg.rounds + 1):
                 if self.runlog.has_round(k):
                     log.info("round %d: already complete, skipping", k)
@@ -121,13 +140,26 @@ class Campaign:
                 self._collector = None
         return self.finish()
 
+    def _settle_records_format(self, fresh: bool) -> int:
+        """The run's records format (`train.campaign.integrity`), written down: the current one
+        in a new directory; in an existing one without records.json, what its files show."""
+        if fresh:
+            write_records_format(self.out, RECORDS_FORMAT)
+        elif not (self.out / RECORDS_FILE).is_file():
+            value = records_format(self.out)
+            write_records_format(self.out, value)
+            if value >= 2:
+                why = "the run's checksum records show this version wrote it"
+                log.info("%s was missing; written again (format %d: %s)", RECORDS_FILE, value, why)
+        return records_format(self.out)
+
     def seed_round(self) -> dict[str, Any]:
         """Round 0: fit a fresh policy to a few scripted demonstrations per task."""
         cfg = self.config
-        if self._checkpoint(0).exists():
-            self.policy = self._load(0)
+        if self.checkpoint_dir(0).exists():
+            self.policy = self.load_policy(0)
             return self.runlog.partial(0)
-        demos = self._collect(0, self._demonstrator(), "demos")
+        demos = self._collect(0, self.demonstrator(), "demos")
         policy = self._fresh_policy()
         config = replace(cfg.demos.sft, seed=cfg.update_seed(0))
         # a noise-injected demonstration can fail; the policy learns from the ones that succeed
@@ -145,10 +177,10 @@ class Campaign:
     def improve_round(self, k: int) -> dict[str, Any]:
         """Round k >= 1: collect with the last policy, verify, organize, optimize, checkpoint."""
         cfg = self.config
-        if self._checkpoint(k).exists():
-            self.policy = self._load(k)
+        if self.checkpoint_dir(k).exists():
+            self.policy = self.load_policy(k)
             return self.runlog.partial(k)
-        self.policy = self._load(k - 1)
+        self.policy = self.load_policy(k - 1)
         episodes = self._collect(k, self.policy, f"round {k}: collect")
         record: dict[str, Any] = {
             "rollout/episodes": len(episodes),
@@ -157,6 +189,9 @@ class Campaign:
         }
         if self.last_steps_per_s is not None:
             record["rollout/steps_per_s"] = self.last_steps_per_s
+        if cfg.collect.guidance.mode != "none":
+            starts = self.start_steps(k) if cfg.collect.guidance.mode == "demo_start" else None
+            record.update(guidance_metrics(episodes, starts))
         verdicts = verify(episodes, cfg.verify.verifiers)
         self.runlog.write_verdicts(k, verdicts)
         data = organize.build_round_data(
@@ -190,41 +225,6 @@ class Campaign:
             for j in range(first, k)
         ]
         return [*earlier, (episodes, verdicts)]
-
-    def repair_store(self) -> None:
-        """Collect again every stored part that is missing or damaged, into its place in the
-        store, and say so: each part is one chunk of one round, and a chunk's episodes depend
-        only on the chunk, the policy that collected it (the expert, or round k - 1's
-        checkpoint) and the vector env's size, so they come back the same."""
-        for problem in self.store.check():
-            label = problem.entry.get("label") or {}
-            if "round" not in label or "chunk" not in label:
-                raise StoreError(
-                    f"{problem.describe()}, and it records no round and chunk, so it cannot be "
-                    "collected again"
-                )
-            k, c = label["round"], label["chunk"]
-            if k > 0 and not self._checkpoint(k - 1).exists():
-                raise StoreError(
-                    f"{problem.describe()}; collecting it again needs the policy that collected "
-                    f"it, {str(self._checkpoint(k - 1))!r}, which is missing"
-                )
-            policy = self._demonstrator() if k == 0 else self._load(k - 1)
-            chunk = self._chunks(k)[c]
-            [(_, episodes)] = self.collector().collect([chunk], policy, self.config.collect.dtype)
-            entry = self.store.replace_part(problem.file, episodes)
-            same = entry["sha256"] == problem.entry["sha256"]
-            log.info(
-                "store: %s; collected round %d chunk %d again (%d episodes, %s)",
-                problem.describe(),
-                k,
-                c,
-                len(episodes),
-                "identical to the part as written"
-                if same
-                else "its SHA-256 differs from the "
-                "part as written: not the same machine or library versions?",
-            )
 
     def evaluate_round(self, k: int) -> dict[str, Any]:
         cfg = self.config
@@ -273,7 +273,7 @@ class Campaign:
 
     # ---- helpers --------------------------------------------------------------------------
 
-    def _demonstrator(self) -> Any:
+    def demonstrator(self) -> Any:
         """Who records round 0's demonstrations: the scripted expert, its moves noise-injected
         by `demos.noise` (each episode's noise drawn from the campaign seed and its job)."""
         if not self.config.demos.noise:
@@ -296,8 +296,12 @@ class Campaign:
             for g in range(cfg.collect.group_size)
         ]
 
-    def _chunks(self, k: int) -> list[Chunk]:
+    def chunks(self, k: int) -> list[Chunk]:
         cfg = self.config
+        guided = {}
+        if k >= 1 and cfg.collect.guidance.mode != "none":
+            starts = self.start_steps(k) if cfg.collect.guidance.mode == "demo_start" else {}
+            guided = dict(guidance=cfg.collect.guidance, start_steps=tuple(sorted(starts.items())))
         return make_chunks(
             self._jobs(k),
             cfg.collect.chunk_episodes,
@@ -305,13 +309,20 @@ class Campaign:
             lambda c: cfg.collect_seed(k, c),
             temperature=cfg.collect.temperature,
             top_k=cfg.collect.top_k,
+            **guided,
         )
+
+    def start_steps(self, k: int) -> dict[str, int]:
+        """demo_start guidance: each task's start step in round k, from the guided success of
+        rounds 1..k-1 (their records: `guide/success_rate/<task>`)."""
+        records = [self.runlog.partial(j) for j in range(1, k)]
+        return next_start_steps(self.config.collect.guidance, self.task_ids, records)
 
     def _collect(self, k: int, policy: Any, desc: str) -> list[Episode]:
         """Collect round k's chunks, storing each chunk in order as soon as it and the chunks
         before it are back, and skipping chunks a previous (killed) run already stored."""
         cfg = self.config
-        chunks = self._chunks(k)
+        chunks = self.chunks(k)
         jobs = [job for chunk in chunks for job in chunk.jobs]
         stored = {e.episode_id: e for e in self.store.load(where={"round": k}, with_frames=True)}
         done: dict[int, list[Episode]] = {}
@@ -367,20 +378,21 @@ class Campaign:
             return "cuda" if torch.cuda.is_available() else "cpu"
         return device
 
-    def _checkpoint(self, k: int) -> Path:
+    def checkpoint_dir(self, k: int) -> Path:
         return self.out / "checkpoints" / f"round_{k}"
 
     def _save(self, k: int, policy: Policy) -> None:
-        final = self._checkpoint(k)
+        final = self.checkpoint_dir(k)
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         policy.policy_id = f"round_{k}"
         policy.save_pretrained(tmp)
+        record_checksums(tmp, final)  # before the rename: a checkpoint never lacks its record
         tmp.rename(final)
-        self.policy = self._load(k)
+        self.policy = self.load_policy(k)
 
-    def _load(self, k: int) -> Policy:
-        return Policy.from_pretrained(self._checkpoint(k), device=self._device())
+    def load_policy(self, k: int) -> Policy:
+        return Policy.from_pretrained(self.checkpoint_dir(k), device=self._device())
 
     def _report(self, k: int, record: dict[str, Any]) -> None:
         keys = [

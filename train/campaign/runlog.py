@@ -29,21 +29,39 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class RecordError(ValueError):
+    """A line of a JSON-lines record that is not what it must be; names the file and line."""
+
+    def __init__(self, message: str, path: Path, line: int):
+        super().__init__(message)
+        self.path, self.line = path, line
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The records of a JSON-lines file; a line that is not a JSON object is named with its file."""
     path = Path(path)
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{str(path)!r} line {n} is not JSON: {err}") from None
+            raise RecordError(f"{str(path)!r} line {n} is not JSON: {err}", path, n) from None
         if not isinstance(record, dict):
-            raise ValueError(f"{str(path)!r} line {n} is not a JSON object: {line[:80]!r}")
+            raise RecordError(
+                f"{str(path)!r} line {n} is not a JSON object: {line[:80]!r}", path, n
+            )
         records.append(record)
     return records
+
+
+def fix_for_metrics_line(line: int) -> str:
+    """What to do about a metrics.jsonl line that does not read back (a resume refuses it)."""
+    return (
+        f"remove line {line} of metrics.jsonl (`autodidact run --resume` then evaluates that "
+        "round again and writes its record anew) or restore the file from a copy"
+    )
 
 
 class RunLog:
@@ -59,11 +77,22 @@ class RunLog:
         rows = read_jsonl(self.metrics_path)
         for n, row in enumerate(rows, 1):
             if isinstance(row.get("round"), bool) or not isinstance(row.get("round"), int):
-                raise ValueError(
+                raise RecordError(
                     f"{str(self.metrics_path)!r} record {n} has no integer 'round': "
-                    f"{json.dumps(row)[:80]}"
+                    f"{json.dumps(row)[:80]}",
+                    self.metrics_path,
+                    _line_of_record(self.metrics_path, n),
                 )
         return rows
+
+    def check(self) -> None:
+        """Raise RecordError, saying what to do, for a metrics.jsonl that does not read back."""
+        try:
+            self.rows()
+        except RecordError as err:
+            raise RecordError(
+                f"{err}; {fix_for_metrics_line(err.line)}", err.path, err.line
+            ) from None
 
     def has_round(self, k: int) -> bool:
         return any(row["round"] == k for row in self.rows())
@@ -74,7 +103,8 @@ class RunLog:
         rows.append({"round": k, **record})
         rows.sort(key=lambda row: row["round"])
         atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in rows))
-        atomic_write_text(self.out / "state.json", json.dumps({"completed_round": k}) + "\n")
+        last = rows[-1]["round"]
+        atomic_write_text(self.out / "state.json", json.dumps({"completed_round": last}) + "\n")
         _tensorboard(self.out / "tb", [{"round": k, **record}])
 
     def rebuild_tensorboard(self) -> None:
@@ -93,6 +123,9 @@ class RunLog:
     def save_partial(self, k: int, record: dict[str, Any]) -> None:
         """Round k's record before evaluation, so a resume after its checkpoint keeps it."""
         atomic_write_text(self.out / "partial" / f"round_{k}.json", json.dumps(record) + "\n")
+
+    def has_partial(self, k: int) -> bool:
+        return (self.out / "partial" / f"round_{k}.json").is_file()
 
     def partial(self, k: int) -> dict[str, Any]:
         path = self.out / "partial" / f"round_{k}.json"
@@ -123,7 +156,11 @@ class RunLog:
             + "\n"
             for e in episodes
         )
-        atomic_write_text(self.out / "evals" / f"round_{k}.jsonl", lines)
+        from train.campaign.integrity import record_checksums
+
+        path = self.out / "evals" / f"round_{k}.jsonl"
+        atomic_write_text(path, lines)
+        record_checksums(path)
 
     def read_eval_outcomes(self, k: int) -> list[dict[str, Any]]:
         path = self.out / "evals" / f"round_{k}.jsonl"
@@ -153,6 +190,12 @@ class RunLog:
             )
         lines += ["", _change_sentence(first, last)]
         return "\n".join(lines)
+
+
+def _line_of_record(path: Path, n: int) -> int:
+    """The line number of the n-th non-blank line of `path`."""
+    lines = [i for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    return lines[n - 1]
 
 
 def _tensorboard(log_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "verify-run",
-        help="check a campaign directory: every stored part against its recorded size and "
-        "checksum, each round's records, checkpoint and held-out outcomes",
+        help="check a campaign directory: every stored part, checkpoint file and held-out "
+        "outcome file against its recorded size and checksum, each round's records; say what "
+        "repairs each problem (exit 1) or which rounds are not run yet (exit 1)",
     )
     p.add_argument("run_dir", help="a campaign directory")
 

@@ -119,6 +119,7 @@ def eval(args: argparse.Namespace) -> int:
     import envs
     from agent import Policy
     from agent.runtime import adapt_threads
+    from train.campaign.integrity import checksum_problem
     from train.results.evaluate import (
         breakdown_lines,
         episode_metrics,
@@ -135,7 +136,14 @@ def eval(args: argparse.Namespace) -> int:
                         ("--chunk-episodes", args.chunk_episodes)]:  # fmt: skip
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
-    policy = Policy.from_pretrained(args.checkpoint, device=args.device)
+    checkpoint = Path(args.checkpoint)
+    problem = checksum_problem(checkpoint, required=False) if checkpoint.is_dir() else None
+    if problem is not None:
+        raise ValueError(
+            f"checkpoint {str(checkpoint)!r}: {problem}; not evaluated (`autodidact run --resume "
+            "--out RUN` trains a campaign's damaged checkpoint again)"
+        )
+    policy = Policy.from_pretrained(checkpoint, device=args.device)
     adapt_threads(force=True)
     results, episodes = evaluate(
         policy,

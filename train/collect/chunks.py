@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from train.collect.episodes import Job, collect_episodes, make_vector_env
+from train.collect.episodes import Job, as_actor, collect_episodes, make_vector_env
+from train.collect.guidance import Guidance
+from train.collect.guided import GuidedActor
 from verifiers.episode import Episode
 
 
@@ -31,6 +33,11 @@ class Chunk:
     top_k: int = 0
     execution: str = "ensemble"
     """How a chunk policy's greedy decisions are executed (`train.collect.chunking`)."""
+    guidance: Guidance | None = None
+    """How the expert helps the policy's rollouts (`train.collect.guidance`); None or mode
+    `none`: the policy alone. Never set for evaluation or demonstrations."""
+    start_steps: tuple[tuple[str, int], ...] = ()
+    """demo_start guidance: (task, start step) for this round's reverse curriculum."""
 
 
 def make_chunks(
@@ -47,17 +54,21 @@ def make_chunks(
 
 
 def collect_chunk(chunk: Chunk, policy: Any, vec: Any, progress: Any = None) -> list[Episode]:
-    return collect_episodes(
-        chunk.jobs,
-        policy,
-        round=chunk.round,
+    sampling = dict(
         greedy=chunk.greedy,
         temperature=chunk.temperature,
         top_k=chunk.top_k,
         seed=chunk.seed,
         execution=chunk.execution,
-        vector_env=vec,
-        progress=progress,
+    )
+    actor = policy
+    if chunk.guidance is not None and chunk.guidance.mode != "none":
+        if isinstance(policy, str):
+            raise ValueError(f"guidance helps a policy's rollouts, not {policy!r}")
+        inner = as_actor(policy, **sampling)
+        actor = GuidedActor(inner, chunk.guidance, chunk.seed, chunk.round, dict(chunk.start_steps))
+    return collect_episodes(
+        chunk.jobs, actor, round=chunk.round, vector_env=vec, progress=progress, **sampling
     )
 
 

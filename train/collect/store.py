@@ -8,7 +8,8 @@ Layout of a store directory::
     part-000000-1a2b3c4d.parquet   one file per appended batch (one row group per episode)
     part-000001-5e6f7a8b.parquet
     .tmp-...                       an append in progress (or one a crash interrupted); ignored
-    damaged/                       parts set aside by `replace_part` (a re-collected chunk)
+    damaged/                       what was set aside: parts replaced or dropped to be collected
+                                   again (`replace_part`, `drop_parts`), an unreadable manifest
 
 Each append writes its whole batch to a temporary file in the same directory, fsyncs it, renames
 it to its final `part-*.parquet` name (`os.replace`, atomic on POSIX) and then commits it by
@@ -17,7 +18,9 @@ part file the manifest does not list is an append a crash interrupted, and is ig
 checks each part against its manifest entry (size, then SHA-256, once per file state), so a part
 deleted, truncated or changed is named, with its label, instead of silently missing. A store
 written before the manifest existed (no manifest.json) loads unchecked; its first append records
-its parts as they are.
+its parts as they are. A store opened with `require_manifest` (a campaign's, from records format 2
+on: `train.campaign.integrity`) refuses to load part files without a manifest: there the missing
+manifest is damage, and `recover_manifest` records again the parts its owner recognises.
 
 Frames are stored per episode as one lossless PNG strip (the T + 1 frames stacked vertically) in a
 binary column that `load(with_frames=False)` never reads; each episode is its own row group, so
@@ -108,8 +111,10 @@ class PartProblem:
 class EpisodeStore:
     """A directory of episodes: `append` batches atomically, `load` them back, frames on demand."""
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, require_manifest: bool = False) -> None:
         self.directory = Path(directory)
+        self.require_manifest = require_manifest
+        """Part files without a manifest are damage (StoreError), not a store older than it."""
         self._index: dict[str, tuple[Path, int]] | None = None
         self._checked: dict[str, tuple[int, int]] = {}
         """file name -> (size, mtime_ns) of the parts already found to match the manifest."""
@@ -120,14 +125,14 @@ class EpisodeStore:
         manifest = self.manifest()
         if manifest is not None:
             return [self.directory / entry["file"] for entry in manifest["parts"]]
-        return self._files_on_disk()
+        return self.files_on_disk()
 
     def uncommitted_files(self) -> list[Path]:
         """Part files the manifest does not list: appends a crash interrupted (ignored)."""
         if self.manifest() is None:
             return []
         committed = set(self.part_files())
-        return [p for p in self._files_on_disk() if p not in committed]
+        return [p for p in self.files_on_disk() if p not in committed]
 
     def manifest(self) -> dict | None:
         """The manifest (`{"version": 1, "parts": [entry, ...]}`), or None for a store without one."""
@@ -144,8 +149,16 @@ class EpisodeStore:
 
     def check(self) -> list[PartProblem]:
         """Every recorded part that is missing, truncated or changed since it was written
-        (empty for a sound store, and for one without a manifest: nothing to check against)."""
+        (empty for a sound store, and for one without a manifest: nothing to check against; a
+        StoreError for part files without one where the manifest is required)."""
         manifest = self.manifest()
+        if manifest is None and self.require_manifest and self.files_on_disk():
+            raise StoreError(
+                f"store manifest {self.directory / MANIFEST} is missing, but the store holds "
+                f"{len(self.files_on_disk())} part files: nothing records which parts it should "
+                "hold or what they held (`autodidact run --resume --out RUN` records the parts "
+                "it recognises again and collects the missing chunks)"
+            )
         problems = []
         for entry in manifest["parts"] if manifest else []:
             path = self.directory / entry["file"]
@@ -160,7 +173,7 @@ class EpisodeStore:
                 if stat.st_size > entry["bytes"]:
                     problem = f"changed ({stat.st_size} bytes; {entry['bytes']} recorded)"
                 problems.append(PartProblem(entry["file"], problem, entry))
-            elif _sha256(path) != entry["sha256"]:
+            elif sha256(path) != entry["sha256"]:
                 problem = "corrupt (its SHA-256 differs from the one recorded when it was written)"
                 problems.append(PartProblem(entry["file"], problem, entry))
             else:
@@ -178,9 +191,12 @@ class EpisodeStore:
                 "--resume --out RUN` re-collects its damaged chunks)"
             )
 
-    def append(self, episodes: Sequence[Episode], label: Mapping | None = None) -> Path:
+    def append(
+        self, episodes: Sequence[Episode], label: Mapping | None = None, position: int | None = None
+    ) -> Path:
         """Write one batch as a new part file, atomically, recording it in the manifest with
-        `label` (what it holds, e.g. a campaign's round and chunk); return its path."""
+        `label` (what it holds, e.g. a campaign's round and chunk) at `position` in the load
+        order (default: last); return its path."""
         episodes = list(episodes)
         if not episodes:
             raise ValueError("append() needs at least one episode; got an empty batch")
@@ -195,14 +211,84 @@ class EpisodeStore:
                 )
             seen.add(episode.episode_id)
         manifest = self._manifest_for_writing()
-        on_disk = self._files_on_disk()  # uncommitted parts too: a new part never reuses a name
+        on_disk = self.files_on_disk()  # uncommitted parts too: a new part never reuses a name
         number = int(PART_PATTERN.match(on_disk[-1].name).group(1)) + 1 if on_disk else 0
         final, entry = self._write_part(episodes, number, label)
-        manifest["parts"].append(entry)
+        manifest["parts"].insert(len(manifest["parts"]) if position is None else position, entry)
         self._write_manifest(manifest)
-        for row, episode in enumerate(episodes):
-            index[episode.episode_id] = (final, row)
+        if position is None:
+            for row, episode in enumerate(episodes):
+                index[episode.episode_id] = (final, row)
+        else:
+            self._index = None
         return final
+
+    def drop_parts(self, files: Sequence[str]) -> list[dict]:
+        """Take the recorded parts `files` out of the manifest (one commit) and set aside those
+        still on disk in `damaged/`: damaged parts whose chunks are to be collected again, the
+        store sound meanwhile. Returns their manifest entries."""
+        manifest = self._manifest_for_writing()
+        dropped = [entry for entry in manifest["parts"] if entry["file"] in files]
+        missing = set(files) - {entry["file"] for entry in dropped}
+        if missing:
+            raise ValueError(
+                f"parts {sorted(missing)} are not recorded in {self.directory / MANIFEST}"
+            )
+        manifest["parts"] = [entry for entry in manifest["parts"] if entry["file"] not in files]
+        self._write_manifest(manifest)
+        for entry in dropped:
+            if (self.directory / entry["file"]).exists():
+                self.set_aside(entry["file"])
+        self._index = None
+        return dropped
+
+    def part_episode_ids(self, path: Path) -> list[str]:
+        """The episode ids of the part file at `path`, after reading it back whole (every
+        episode and its frames decode); StoreError naming it otherwise."""
+        table = _read(path, META_COLUMNS + ["frames_png"])
+        for record in table.to_pylist():
+            _from_row(record, path)
+        return table.column("episode_id").to_pylist()
+
+    def recover_manifest(self, parts: Sequence[tuple[Path, Mapping | None]]) -> None:
+        """A new manifest recording `parts` (part files on disk, each with its label) in the
+        given order, with their sizes and SHA-256 as found: for a store whose manifest was lost,
+        once its owner has recognised its parts (`part_episode_ids`)."""
+        entries = []
+        for path, label in parts:
+            ids = _read(path, ["episode_id"]).column("episode_id").to_pylist()
+            entries.append(_entry(path, ids, label))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write_manifest({"version": 1, "parts": entries})
+        self._index = None
+
+    def set_aside(self, name: str) -> Path:
+        """Move the file `name` (a damaged part, an unreadable manifest) to `damaged/`."""
+        (self.directory / DAMAGED_DIR).mkdir(exist_ok=True)
+        target = self.directory / DAMAGED_DIR / name
+        os.replace(self.directory / name, target)
+        return target
+
+    def episode_ids(self) -> list[str]:
+        """The ids of the episodes the committed parts hold: as the manifest records them (a
+        damaged part's too), or read from the parts of a store without one."""
+        manifest = self.manifest()
+        if manifest is None:
+            return list(self._episode_index())
+        return [i for entry in manifest["parts"] for i in entry["episode_ids"]]
+
+    def episodes_per_round(self, files: Sequence[Path] | None = None) -> dict[int, int]:
+        """How many distinct episodes the committed parts (or `files`) hold per round, read from
+        the parts themselves, so that a store without a manifest can be counted too."""
+        seen: dict[str, int] = {}
+        for path in self.part_files() if files is None else files:
+            table = _read(path, ["episode_id", "round"])
+            ids, rounds = table.column("episode_id").to_pylist(), table.column("round").to_pylist()
+            seen.update(zip(ids, rounds, strict=True))
+        counts: dict[int, int] = {}
+        for k in seen.values():
+            counts[k] = counts.get(k, 0) + 1
+        return counts
 
     def replace_part(self, file: str, episodes: Sequence[Episode]) -> dict:
         """Put `episodes` (the same episode ids, e.g. a chunk collected again) in the place of
@@ -225,14 +311,14 @@ class EpisodeStore:
         number = int(PART_PATTERN.match(file).group(1))
         _, entry = self._write_part(list(episodes), number, old.get("label"))
         if (self.directory / file).exists():
-            (self.directory / DAMAGED_DIR).mkdir(exist_ok=True)
-            os.replace(self.directory / file, self.directory / DAMAGED_DIR / file)
+            self.set_aside(file)
         manifest["parts"][position] = entry
         self._write_manifest(manifest)
         self._index = None
         return entry
 
-    def _files_on_disk(self) -> list[Path]:
+    def files_on_disk(self) -> list[Path]:
+        """Every `part-*.parquet` in the directory, committed or not, by name."""
         if not self.directory.exists():
             return []
         parts = [p for p in self.directory.iterdir() if PART_PATTERN.match(p.name)]
@@ -245,7 +331,7 @@ class EpisodeStore:
             return manifest
         self.directory.mkdir(parents=True, exist_ok=True)
         parts = []
-        for path in self._files_on_disk():
+        for path in self.files_on_disk():
             ids = _read(path, ["episode_id"]).column("episode_id").to_pylist()
             parts.append(_entry(path, ids, None))
         return {"version": 1, "parts": parts}
@@ -344,13 +430,14 @@ def _entry(path: Path, episode_ids: list[str], label: Mapping | None) -> dict:
         "file": path.name,
         "rows": len(episode_ids),
         "bytes": path.stat().st_size,
-        "sha256": _sha256(path),
+        "sha256": sha256(path),
         "episode_ids": list(episode_ids),
         "label": dict(label) if label else None,
     }
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

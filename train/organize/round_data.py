@@ -4,9 +4,12 @@ updates learn from (SFT episodes, RL groups, DPO pairs)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
+from train.collect.guidance import LABEL_KEYS
 from train.organize.datasets import (
     DPOPair,
     RLGroup,
@@ -46,14 +49,25 @@ def build_round_data(
     current round alone. `seed` draws the dedup / balance and DPO pairing choices."""
     pool, pool_verdicts = demos, EnvironmentVerifier().verify(demos)
     n_relabelled = 0
+    labelled_failures: list[Episode] = []
     for round_episodes, round_verdicts in rounds:
         relabelled = _relabel_failures(round_episodes, round_verdicts) if organize.relabel else []
         n_relabelled = len(relabelled)
-        pool = pool + round_episodes + relabelled
+        # dagger: an episode's states with the expert's labels stand in for the policy's own
+        # actions; those of failures are learnt from too (the labels are the expert's)
+        labelled = [expert_labelled(e) for e in round_episodes]
+        passed_round = passed_episodes(round_episodes, round_verdicts)
+        labelled_failures += [
+            e
+            for e, o, ok in zip(labelled, round_episodes, passed_round, strict=True)
+            if e is not o and not ok
+        ]
+        pool = pool + labelled + relabelled
         pool_verdicts = pool_verdicts + round_verdicts + EnvironmentVerifier().verify(relabelled)
     episodes, verdicts = rounds[-1]
     balance = "downsample" if organize.balance else "none"
     sft = build_sft_set(pool, pool_verdicts, dedup=organize.dedup, balance=balance, seed=seed)
+    sft = sft + labelled_failures
     rl = build_rl_groups(episodes, verdicts, drop_uniform=True)
     dpo = build_dpo_pairs(episodes, verdicts, seed=seed)
     passed = passed_episodes(episodes, verdicts)
@@ -61,12 +75,27 @@ def build_round_data(
         "verify/passed": int(sum(passed)),
         "verify/pass_rate": float(sum(passed)) / max(1, len(episodes)),
         "organize/relabelled": n_relabelled,
+        "organize/expert_labelled_failures": len(labelled_failures),
         "organize/sft_episodes": len(sft),
         "organize/sft_steps": int(sum(e.length for e in sft)),
         "organize/rl_groups": len(rl),
         "organize/dpo_pairs": len(dpo),
     }
     return RoundData(sft, rl, dpo, metrics)
+
+
+def expert_labelled(episode: Episode) -> Episode:
+    """A dagger episode (`train.collect.guided`) with the expert's label of every visited state
+    as its action bins; any other episode as it is. What ran (`actions`), the outcome, the states
+    and the `episode_id` (its verdicts) are the episode's own."""
+    if not all(key in episode.step_info for key in LABEL_KEYS):
+        return episode
+    labels = np.stack([episode.step_info[key] for key in LABEL_KEYS], axis=1)
+    return replace(
+        episode,
+        action_bins=labels.astype(np.int64),
+        logprobs=np.full(labels.shape, np.nan, dtype=np.float32),
+    )
 
 
 def _relabel_failures(episodes: list[Episode], verdicts: list[Verdict]) -> list[Episode]:

@@ -58,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import envs
+from train.campaign.integrity import records_format
 from train.campaign.runlog import RunLog
 from train.collect.store import EpisodeStore
 from train.paths import check_can_create
@@ -120,7 +121,9 @@ def export_lerobot(
         if bad:
             raise ValueError(f"rounds must be ints, got {bad[0]!r}")
         rounds = list(rounds)
-    store = EpisodeStore(run_dir / "episodes")
+    # a campaign's store always has its manifest from records format 2 on: without it, nothing
+    # says which parts it should hold
+    store = EpisodeStore(run_dir / "episodes", require_manifest=records_format(run_dir) >= 2)
     episodes = sorted(store.load(), key=lambda e: e.round)
     verdicts = _verdicts(RunLog(run_dir), sorted({e.round for e in episodes}))
     selected = [

@@ -1,0 +1,174 @@
+"""Guided collection: the scripted expert helps the policy's rollouts (issue 21).
+
+Every built-in task has an expert that acts from privileged state, from whatever state the scene
+is in (it is reactive: `TabletopEnv.expert_action`), so it can help an episode the policy has
+started. `GuidedActor` wraps the policy's actor:
+
+- `takeover`: the policy acts until a step (a fixed one, one drawn per episode, or the step where
+  the fingertip stalled), then the expert acts to the end of the episode and tries to finish.
+- `demo_start` (a reverse curriculum): the expert acts the first s steps of the episode, so
+  the policy starts from the state a clean demonstration of that scene reached at step s (the
+  expert is deterministic, so that state and the frames the policy then sees are the
+  demonstration's, reproduced by replaying it from its seed) and only has to finish; s is per
+  task (`start_steps`), and the campaign moves it back towards 0 as the policy succeeds.
+- `dagger`: every visited state is labelled with the expert's action (`expert/bin_0..3` in
+  `step_info`, for SFT on the policy's own states, as DAgger does), and at each step the expert's
+  action is the one executed with probability `beta` (the mixing schedule: `beta` in round 1,
+  times `beta_decay` each further round).
+
+Each step records who acted (`guide/expert`: 1 for the expert's, 0 for the policy's). An expert
+step records the expert's bins and NaN log-probs, so RL and DPO (which score only the steps the
+policy acted, `train.updates.batching.episode_steps(acted=True)`) never receive an expert action.
+The episode is the policy's (`policy_id`) and is verified like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from agent.action_tokens import ACTION_DIM, actions_to_bins, bins_to_actions
+from train.collect.episodes import ActorStep, Job, _as_step, job_rng
+from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance
+
+
+class GuidedActor:
+    """The policy's actor (`inner`, a `PolicyActor`), helped by the task's expert per `guidance`.
+
+    Draws (the takeover step, the dagger coin) come from each episode's own stream (`job_rng` of
+    `seed`), so an episode does not depend on the slot or batch it ran in. `start_steps`:
+    demo_start's step per task (tasks not in it start at `guidance.start_step`)."""
+
+    def __init__(
+        self,
+        inner,
+        guidance: Guidance,
+        seed: int = 0,
+        round: int = 1,
+        start_steps: dict[str, int] | None = None,
+    ):
+        if guidance.mode == "none":
+            raise ValueError("GuidedActor needs a guidance mode other than 'none'")
+        self.inner, self.guidance, self.seed = inner, guidance, int(seed)
+        self.beta = guidance.beta_at(round)
+        self.policy_id = inner.policy_id
+        self._rng: dict[int, np.random.Generator] = {}
+        self._t: dict[int, int] = {}
+        self._switch: dict[int, int] = {}
+        self._expert: dict[int, bool] = {}
+        self._tips: dict[int, list[np.ndarray]] = {}
+        self._lead: dict[int, int] = {}
+        self.start_steps = dict(start_steps or {})
+
+    def start(self, slots: Sequence[int], jobs: Sequence[Job]) -> None:
+        if hasattr(self.inner, "start"):
+            self.inner.start(slots, jobs)
+        g = self.guidance
+        for slot, job in zip(slots, jobs, strict=True):
+            rng = job_rng(self.seed + 7919, job)  # a stream apart from the expert noise's
+            self._rng[slot] = rng
+            self._t[slot] = 0
+            self._expert[slot] = False
+            self._tips[slot] = []
+            self._switch[slot] = (
+                int(rng.integers(0, g.steps + 1)) if g.trigger == "drawn" else g.steps
+            )
+            self._lead[slot] = self.start_steps.get(job.task_id, g.start_step)
+
+    def _takes_over(self, slot: int, tip: np.ndarray) -> bool:
+        g = self.guidance
+        if self._expert[slot] or self._t[slot] >= self._switch[slot]:
+            return True
+        if g.trigger != "stall":
+            return False
+        tips = self._tips[slot]
+        tips.append(tip.copy())
+        if len(tips) <= g.stall_steps:
+            return False
+        moved = np.linalg.norm(tips[-1] - tips[-1 - g.stall_steps]) * 100.0
+        return bool(moved < g.stall_cm)
+
+    def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv):
+        n = vec.num_envs
+        idx = np.flatnonzero(active)
+        expert = actions_to_bins(np.asarray(vec.call("expert_action"), dtype=np.float32))
+        by_expert = np.zeros(n, dtype=bool)
+        for slot in idx:
+            slot = int(slot)
+            if self.guidance.mode == "takeover":
+                self._expert[slot] = self._takes_over(slot, obs["state"][slot][:3])
+                by_expert[slot] = self._expert[slot]
+            elif self.guidance.mode == "demo_start":  # the demonstration leads, then the policy
+                by_expert[slot] = self._t[slot] < self._lead[slot]
+            else:  # dagger: a coin per step
+                by_expert[slot] = bool(self._rng[slot].random() < self.beta)
+            self._t[slot] += 1
+        # the policy decides for its own slots (dagger: for every slot, so its chunks run on)
+        policy_slots = active if self.guidance.mode == "dagger" else active & ~by_expert
+        step = self._policy_step(obs, policy_slots, vec)
+        bins, logprobs = step.bins.copy(), step.logprobs.copy()
+        actions = bins_to_actions(bins) if step.actions is None else step.actions.copy()
+        bins[by_expert], logprobs[by_expert] = expert[by_expert], np.nan
+        actions[by_expert] = bins_to_actions(expert[by_expert])
+        info = {k: np.asarray(v, dtype=np.float32).copy() for k, v in step.info.items()}
+        if "chunk/offset" in info:  # an expert step is a decision of its own
+            info["chunk/offset"][by_expert] = 0.0
+        info[EXPERT_KEY] = by_expert.astype(np.float32)
+        if self.guidance.mode == "dagger":
+            info.update({key: expert[:, k].astype(np.float32) for k, key in enumerate(LABEL_KEYS)})
+        return ActorStep(bins, logprobs, actions, info)
+
+    def _policy_step(self, obs: dict, slots: np.ndarray, vec) -> ActorStep:
+        """The inner actor's step for `slots`, with every info key it ever records present
+        (NaN where it did not act), so that each key covers every step of an episode."""
+        n, d = vec.num_envs, ACTION_DIM
+        empty = ActorStep(np.zeros((n, d), np.int64), np.full((n, d), np.nan, np.float32))
+        step = _as_step(self.inner.act(obs, slots, vec)) if slots.any() else empty
+        for key in getattr(self.inner, "info_keys", ()):
+            if key not in step.info:
+                step.info[key] = np.full(n, np.nan, dtype=np.float32)
+        return step
+
+
+def guidance_metrics(episodes: Sequence, start_steps: dict[str, int] | None = None) -> dict:
+    """A guided round's record: the share of steps the expert acted (`guide/expert_share`,
+    overall and per task), the rollouts' success with guidance per task
+    (`guide/success_rate/<task>`), and demo_start's start step per task
+    (`guide/start_step/<task>`)."""
+    from train.results.evaluate import task_name
+
+    out: dict[str, float] = {}
+    by_task: dict[str, list] = {}
+    for e in episodes:
+        by_task.setdefault(e.task_id, []).append(e)
+    steps = [e.step_info.get(EXPERT_KEY, np.zeros(e.length)) for e in episodes]
+    if steps:
+        out["guide/expert_share"] = float(np.concatenate(steps).mean())
+    for task_id, mine in sorted(by_task.items()):
+        name = task_name(task_id)
+        share = np.concatenate([e.step_info.get(EXPERT_KEY, np.zeros(e.length)) for e in mine])
+        out[f"guide/expert_share/{name}"] = float(share.mean())
+        out[f"guide/success_rate/{name}"] = sum(e.is_success for e in mine) / len(mine)
+        if start_steps is not None and task_id in start_steps:
+            out[f"guide/start_step/{name}"] = float(start_steps[task_id])
+    return out
+
+
+def next_start_steps(
+    guidance: Guidance, task_ids: Sequence[str], records: Sequence[dict]
+) -> dict[str, int]:
+    """demo_start's reverse curriculum: each task's start step for the round after `records`
+    (the guided rounds' records, oldest first): `guidance.start_step`, moved back by
+    `start_back` after each round whose guided success on the task reached `start_success`,
+    never below 0 (a start from reset)."""
+    from train.results.evaluate import task_name
+
+    steps = {t: guidance.start_step for t in task_ids}
+    for record in records:
+        for t in task_ids:
+            rate = record.get(f"guide/success_rate/{task_name(t)}")
+            if rate is not None and rate >= guidance.start_success:
+                steps[t] = max(0, steps[t] - guidance.start_back)
+    return steps
