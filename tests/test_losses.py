@@ -145,3 +145,44 @@ def test_configs_reject_bad_values():
         OptimConfig(batch_size=0)
     with pytest.raises(ValueError, match="temperature"):
         RLConfig(temperature=0.0)
+
+
+def test_asymmetric_clipping_lets_good_tokens_grow_further_than_bad_ones_shrink():
+    old = torch.zeros(1, 2)
+    new = torch.log(torch.tensor([[1.25, 1.25]]))  # ratio 1.25 on both tokens
+    advantages = torch.tensor([[1.0, 1.0]])
+    symmetric, m = grpo_loss(new, old, advantages, clip_eps=0.2)
+    asymmetric, m2 = grpo_loss(new, old, advantages, clip_eps=0.2, clip_high=0.28)
+    assert symmetric.item() == pytest.approx(-1.2)  # clipped at 1 + 0.2
+    assert asymmetric.item() == pytest.approx(-1.25)  # inside 1 + 0.28: not clipped
+    assert m["clip_frac"].item() == 1.0 and m2["clip_frac"].item() == 0.0
+    assert m["ratio_max"].item() == pytest.approx(1.25)
+    # the lower end stays at 1 - clip_eps for a negative advantage
+    low, _ = grpo_loss(-new, old, -advantages, clip_eps=0.2, clip_high=0.28)
+    assert low.item() == pytest.approx(0.8)
+
+
+def test_grpo_diagnostics_measure_the_move_from_the_acting_policy():
+    old = torch.log(torch.tensor([[0.5, 0.25]]))
+    _, same = grpo_loss(old.clone(), old, torch.ones(1))
+    assert same["approx_kl"].item() == pytest.approx(0.0, abs=1e-7)
+    assert same["entropy"].item() == pytest.approx(-old.mean().item())
+    _, moved = grpo_loss(old + 0.3, old, torch.ones(1))
+    assert moved["approx_kl"].item() == pytest.approx(math.exp(0.3) - 0.3 - 1.0, rel=1e-5)
+
+
+def test_advantages_normalized_per_group_or_batch():
+    from train.updates.rl import normalize_advantages
+
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    adv = group_advantages(rewards, groups)
+    per_group = normalize_advantages(adv, rewards, groups, "group")
+    std = rewards[:4].std(unbiased=False)
+    torch.testing.assert_close(per_group[:4], adv[:4] / std)
+    torch.testing.assert_close(per_group[4:], adv[4:])  # equal outcomes: left as they are
+    batch = normalize_advantages(adv, rewards, groups, "batch")
+    assert batch.std(unbiased=False).item() == pytest.approx(1.0)
+    assert torch.equal(normalize_advantages(adv, rewards, groups, "none"), adv)
+    with pytest.raises(ValueError, match="unknown advantage_norm 'rank'"):
+        RLConfig(advantage_norm="rank")

@@ -130,6 +130,10 @@ def test_rl_update_raises_the_advantaged_episodes(rl_groups, lora):
     assert 0.0 < metrics["train/rl_clip_frac"] < 1.0
     assert (metrics["train/kl"] > 0.0) == lora
     assert metrics["train/rl_groups_used"] == len(rl_groups)
+    # the diagnostics logged every round: finite, and showing that the policy moved
+    assert metrics["train/rl_approx_kl"] > 0.0 and metrics["train/rl_ratio_max"] > 1.0
+    assert 0.0 < metrics["train/rl_entropy"] < np.log(256) + 1.0
+    assert metrics["train/rl_advantage_std"] > 0.0 and np.isfinite(metrics["train/rl_grad_norm"])
 
 
 def advantage_per_step(groups: list[RLGroup]) -> np.ndarray:

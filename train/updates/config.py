@@ -86,6 +86,10 @@ class SFTConfig(OptimConfig):
             )
 
 
+ADVANTAGE_NORMS = ("none", "group", "batch")
+"""`RLConfig.advantage_norm` options."""
+
+
 @dataclass
 class RLConfig(OptimConfig):
     """Group-relative policy gradient (RLOO advantages, PPO-clip, optional KL to a reference)."""
@@ -95,9 +99,16 @@ class RLConfig(OptimConfig):
     temperature: float = 1.0
     """Sampling temperature of the rollout; the recorded log-probs were taken at it."""
     clip_eps: float = 0.2
-    """PPO ratio clipping: the ratio is clipped to [1 - clip_eps, 1 + clip_eps] per token."""
+    """PPO ratio clipping: the ratio is clipped to [1 - clip_eps, 1 + clip_high] per token."""
+    clip_high: float = 0.0
+    """Upper clip of the ratio above 1 (asymmetric clipping, as DAPO and SimpleVLA-RL: 0.28 with
+    clip_eps 0.2); 0: the same as `clip_eps`."""
     kl_coef: float = 0.0
     """Weight of the k3 KL penalty to the reference policy; 0 skips the reference entirely."""
+    advantage_norm: str = "none"
+    """How the RLOO advantages are scaled: `none`, `group` (divided by their group's outcome
+    standard deviation, as GRPO does) or `batch` (by the standard deviation over the update's
+    samples)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,6 +116,14 @@ class RLConfig(OptimConfig):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.clip_eps <= 0 or self.clip_high < 0:
+            raise ValueError(
+                f"need clip_eps > 0 and clip_high >= 0, got {self.clip_eps} and {self.clip_high}"
+            )
+        if self.advantage_norm not in ADVANTAGE_NORMS:
+            raise ValueError(
+                f"unknown advantage_norm {self.advantage_norm!r}; expected one of {ADVANTAGE_NORMS}"
+            )
 
 
 @dataclass

@@ -24,6 +24,12 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def _masked_max(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is not None:
+        values = values.masked_fill(~mask.bool(), float("-inf"))
+    return values.max() if values.numel() else torch.zeros((), dtype=values.dtype)
+
+
 def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the target action tokens: the mean of `-logprobs` over unmasked tokens.
 
@@ -91,20 +97,29 @@ def grpo_loss(
     clip_eps: float = 0.2,
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
+    clip_high: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level PPO-clip policy-gradient loss with an optional k3 KL penalty to a reference.
 
     `new_logprobs`, `old_logprobs` (recorded at rollout), `ref_logprobs` and `mask`: [B, d];
     `advantages`: [B] (one per sample, shared by its d tokens) or [B, d]. Per token, with
-    `ratio = exp(new - old)`: `-min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)
-    + kl_coef * k3(new, ref)`, averaged over unmasked tokens.
+    `ratio = exp(new - old)`: `-min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A)
+    + kl_coef * k3(new, ref)`, averaged over unmasked tokens; `eps_high` is `clip_high` when
+    given (asymmetric clipping, as DAPO and SimpleVLA-RL use: [0.8, 1.28] lets rare good tokens
+    grow further than bad ones shrink), else `clip_eps`.
 
     Metrics: `pg_loss`, `clip_frac` (tokens whose clipped term was the one taken and differs),
-    `ratio_mean`, `kl` (mean k3; 0 without a reference).
+    `ratio_mean`, `ratio_max`, `kl` (mean k3 to the reference; 0 without one), `approx_kl` (mean
+    k3 of the acting policy from the current one: how far the update has moved), `entropy`
+    (minus the mean log-prob of the sampled tokens: a Monte Carlo estimate of the policy's
+    per-token entropy while it is near the acting policy).
     """
     _check_same_shape(new=new_logprobs, old=old_logprobs, ref=ref_logprobs, mask=mask)
     if clip_eps <= 0:
         raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
+    high = clip_eps if clip_high is None else clip_high
+    if high <= 0:
+        raise ValueError(f"clip_high must be > 0, got {clip_high}")
     if advantages.dim() == 1:
         if advantages.shape[0] != new_logprobs.shape[0]:
             raise ValueError(
@@ -117,7 +132,7 @@ def grpo_loss(
 
     ratio = torch.exp(new_logprobs - old_logprobs.detach())
     unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high) * advantages
     per_token = -torch.minimum(unclipped, clipped)
     pg_loss = _masked_mean(per_token, mask)
     loss = pg_loss
@@ -132,7 +147,11 @@ def grpo_loss(
         "pg_loss": pg_loss.detach(),
         "clip_frac": _masked_mean(was_clipped, mask).detach(),
         "ratio_mean": _masked_mean(ratio.detach(), mask),
+        "ratio_max": _masked_max(ratio.detach(), mask),
         "kl": kl.detach(),
+        # KL(acting || current) from the acting policy's samples: k3 with the roles swapped
+        "approx_kl": _masked_mean(kl_k3(old_logprobs.detach(), new_logprobs.detach()), mask),
+        "entropy": _masked_mean(-new_logprobs.detach(), mask),
     }
     return loss, metrics
 

@@ -33,7 +33,9 @@ from train.updates.optim import (
 )
 
 
-def group_steps(groups: Sequence, chunk: int = 1) -> tuple[StepSet | None, torch.Tensor, int]:
+def group_steps(
+    groups: Sequence, chunk: int = 1, advantage_norm: str = "none"
+) -> tuple[StepSet | None, torch.Tensor, int]:
     """Steps of the groups whose outcomes vary, their advantages [N], and how many groups were skipped.
 
     A group whose rewards are all equal carries no learning signal (every advantage is 0) and
@@ -61,11 +63,36 @@ def group_steps(groups: Sequence, chunk: int = 1) -> tuple[StepSet | None, torch
         group_ids.extend([g] * len(group.episodes))
     if not episodes:
         return None, torch.zeros(0), skipped
-    advantages = group_advantages(
-        torch.from_numpy(np.concatenate(rewards)), torch.tensor(group_ids)
+    advantages = normalize_advantages(
+        group_advantages(torch.from_numpy(np.concatenate(rewards)), torch.tensor(group_ids)),
+        torch.from_numpy(np.concatenate(rewards)),
+        torch.tensor(group_ids),
+        advantage_norm,
     )
     steps = episode_steps(episodes, chunk=chunk, acted=True)
     return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
+
+
+def normalize_advantages(
+    advantages: torch.Tensor, rewards: torch.Tensor, group_ids: torch.Tensor, norm: str
+) -> torch.Tensor:
+    """`advantages` [N] scaled per `norm`: `none`; `group`, divided by the standard deviation of
+    their group's rewards (GRPO); `batch`, by the standard deviation of all advantages. A zero
+    deviation leaves them as they are."""
+    if norm == "none":
+        return advantages
+    if norm == "batch":
+        std = advantages.std(unbiased=False)
+        return advantages / std if std > 0 else advantages
+    if norm != "group":
+        raise ValueError(f"unknown advantage_norm {norm!r}; expected none, group or batch")
+    out = advantages.clone()
+    for g in torch.unique(group_ids):
+        rows = group_ids == g
+        std = rewards[rows].std(unbiased=False)
+        if std > 0:
+            out[rows] = advantages[rows] / std
+    return out
 
 
 def reference_logprobs(policy, steps: StepSet, temperature: float, chunk: int, reference=None):
@@ -87,13 +114,16 @@ def rl_update(
 ) -> dict[str, float]:
     """One group-relative policy-gradient update of `policy` in place on `groups` (RLGroups).
 
-    Returns `train/rl_loss`, `train/rl_pg_loss`, `train/rl_clip_frac`, `train/rl_ratio`, `train/kl`
-    (means over the last epoch), `train/rl_groups_used`, `train/rl_groups_skipped`,
-    `train/rl_advantage_abs`, the optimizer's metrics, `train/rl_samples` and `train/rl_samples_per_s`.
+    Returns `train/rl_loss`, `train/rl_pg_loss`, `train/rl_clip_frac`, `train/rl_ratio`, `train/kl`,
+    `train/rl_approx_kl` (KL of the acting policy from the updated one, k3), `train/rl_entropy`
+    (sampled-token estimate) (means over the last epoch), `train/rl_ratio_max` (over the whole
+    update), `train/rl_groups_used`, `train/rl_groups_skipped`, `train/rl_advantage_abs`,
+    `_mean`, `_std`, `_max`, the optimizer's metrics (gradient norm among them), `train/rl_samples`
+    and `train/rl_samples_per_s`.
     With every group skipped nothing is trained and only the counts are returned.
     """
     config = config or RLConfig()
-    steps, advantages, skipped = group_steps(groups, policy.chunk)
+    steps, advantages, skipped = group_steps(groups, policy.chunk, config.advantage_norm)
     counts = {
         "train/rl_groups_used": float(len(groups) - skipped),
         "train/rl_groups_skipped": float(skipped),
@@ -108,7 +138,8 @@ def rl_update(
     opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="rl")
     generator = torch.Generator().manual_seed(config.seed)
     old = torch.from_numpy(steps.old_logprobs)
-    keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl")
+    keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl", "approx_kl", "entropy")
+    ratio_max = 0.0
     samples = 0
     with training_mode(policy, config.seed):
         for _ in range(config.epochs):
@@ -127,10 +158,13 @@ def rl_update(
                         clip_eps=config.clip_eps,
                         ref_logprobs=None if ref is None else ref[rows].to(new.device),
                         kl_coef=config.kl_coef,
+                        clip_high=config.clip_high or None,
                     )
                     (loss * (len(rows) / len(index)) * opt.loss_scale).backward()
                     for key, value in {"loss": loss.detach(), **m}.items():
-                        sums[key] += float(value) * len(rows)
+                        if key in sums:
+                            sums[key] += float(value) * len(rows)
+                    ratio_max = max(ratio_max, float(m["ratio_max"]))
                 count += len(index)
                 opt.accumulated()
             samples += count
@@ -143,8 +177,14 @@ def rl_update(
         "train/rl_clip_frac": mean["clip_frac"],
         "train/rl_ratio": mean["ratio_mean"],
         "train/kl": mean["kl"],
+        "train/rl_approx_kl": mean["approx_kl"],
+        "train/rl_entropy": mean["entropy"],
+        "train/rl_ratio_max": ratio_max,
         **counts,
         "train/rl_advantage_abs": float(advantages.abs().mean()),
+        "train/rl_advantage_mean": float(advantages.mean()),
+        "train/rl_advantage_std": float(advantages.std(unbiased=False)),
+        "train/rl_advantage_max": float(advantages.abs().max()),
         **opt.metrics(),
         "train/rl_samples": float(samples),
         "train/rl_samples_per_s": samples / elapsed,
@@ -156,11 +196,15 @@ def rl_objective(policy, groups: Sequence, config: RLConfig | None = None) -> fl
     """The clipped surrogate loss (no KL) of `policy` on the groups' steps against their rollout
     log-probs; lower is better. NaN when every group is skipped."""
     config = config or RLConfig()
-    steps, advantages, _ = group_steps(groups, policy.chunk)
+    steps, advantages, _ = group_steps(groups, policy.chunk, config.advantage_norm)
     if steps is None:
         return float("nan")
     new = step_logprobs(policy, steps, config.temperature, config.forward_chunk)
     loss, _ = grpo_loss(
-        new, torch.from_numpy(steps.old_logprobs), advantages, clip_eps=config.clip_eps
+        new,
+        torch.from_numpy(steps.old_logprobs),
+        advantages,
+        clip_eps=config.clip_eps,
+        clip_high=config.clip_high or None,
     )
     return float(loss)
