@@ -10,9 +10,8 @@ action tokens.
   followed by a ReLU, so the instruction can switch features off pixel by pixel ("only red
   things"); three strided convs down to an (H/8)x(W/8) map; one dense layer from the whole map to
   `image_seq_len` image tokens, so where the named object lies is in the tokens' features rather
-  than something the language model must find by attention (issue 11 measured the alternatives:
-  16.0% greedy ReachBall success with the map pooled to 16 tokens, 72.5% with this dense
-  hand-over; BENCHMARKS.md, "Instruction following", measures this model).
+  than something the language model must find by attention (BENCHMARKS.md, "Instruction
+  following", measures the alternatives and this model).
 - The FiLM words are the instruction's own tokens: the word tokens of the prompt (ids in
   `[first_word_id, word_vocab_size)`; the image placeholders, markers, state and action tokens
   are special tokens outside that range), or `instruction_ids` given alongside the prompt when
@@ -247,7 +246,7 @@ class InstructedVision(nn.Module):
         gamma, beta = self.film(words).chunk(2, dim=-1)
         x = self.stem(pixel_values)
         # FiLM then ReLU at full resolution, the tower's most memory-bound step: one fused
-        # multiply-add and an in-place ReLU (`act` 1.17x faster at batch 32 than x * (1 + g) + b).
+        # multiply-add and an in-place ReLU (faster than x * (1 + g) + b; BENCHMARKS.md, "Policy").
         x = F.relu(torch.addcmul(beta[:, :, None, None], x, 1 + gamma[:, :, None, None]), True)
         half = self.trunk[:2](x)  # the first stride-2 conv: the half-resolution map
         low = self.trunk[2:](half).flatten(1)

@@ -148,9 +148,8 @@ class Policy:
         """This policy with its weights cast to `dtype` (`float32`, `bfloat16` or `float16`), for
         inference: a copy, unless the weights already have that dtype (then `self`).
 
-        bfloat16 rollouts are ~1.9x faster in batched `act` on a CPU with AVX512-BF16 (measured
-        here, BENCHMARKS.md "Rollout"); CPUs without bf16 instructions emulate it, likely slower
-        (not measured). Train the float32 original: the copy shares tokenizer, processor,
+        Whether bfloat16 is faster depends on the CPU's bf16 instructions (BENCHMARKS.md,
+        "Rollout", measures it). Train the float32 original: the copy shares tokenizer, processor,
         settings and `policy_id`, not weights. Log-probs and sampling are computed in float32
         from the cast model's logits.
         """

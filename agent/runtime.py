@@ -6,9 +6,9 @@ whenever more than its trim threshold is free. A policy's activations at batch 3
 several MB allocated and freed at every call, so each call page-faults them in anew: the
 `default` campaign took 54 million minor page faults and 103 s of system time in 9 minutes
 (`/usr/bin/time -v`). Raising both thresholds keeps those buffers in the heap: `act` of
-`tiny_vision` runs 1.14x faster with 400x fewer page faults (BENCHMARKS.md, "Policy"). Peak
-memory barely moves (the same buffers are live at once; the `tiny` campaign's peak RSS: 1.74
-against 1.71 GB); memory freed after a peak is kept by the process instead of returned.
+`tiny_vision` runs faster with far fewer page faults and peak memory barely moves (the same
+buffers are live at once; BENCHMARKS.md, "Policy", has the figures); memory freed after a peak
+is kept by the process instead of returned.
 
 `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` in the environment (glibc's own variables)
 or `AUTODIDACT_MALLOC=default` leave malloc as it is.

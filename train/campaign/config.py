@@ -63,9 +63,8 @@ class CollectSection:
     """Where episodes are collected and evaluated: `local` (this process) or `ray` (rollout
     workers on a Ray cluster, see the `[ray]` section). Both give the same episodes."""
     dtype: str = "float32"
-    """Weights' dtype while collecting rollouts: `float32`, or `bfloat16` (~1.9x faster batched
-    acting on this CPU with AVX512-BF16; CPUs without bf16 instructions emulate it, likely slower,
-    not measured). Training and evaluation stay in float32; rollout log-probs (RL's
+    """Weights' dtype while collecting rollouts: `float32`, or `bfloat16` (faster on a CPU with
+    bf16 instructions, emulated and likely slower without; BENCHMARKS.md, "Rollout"). Training and evaluation stay in float32; rollout log-probs (RL's
     importance-ratio denominators) then carry the rounding too."""
     guidance: Guidance = field(default_factory=Guidance)
     """How the scripted expert helps the rounds' rollouts (`train.collect.guidance`): `mode =

@@ -3,8 +3,8 @@
 - Greedy (evaluation): the policy decides at every step and the executed move is ACT's temporal
   ensemble of every chunk that covers the step (`ensemble_weights`); the finger command is the
   newest chunk's, never blended: averaged over overlapping chunks, a close (+1) and an open (-1)
-  never reach "open" and the cube is never let go (the reference probe: 12% placed with blended
-  fingers, 60% with the newest chunk's, same weights). `replan` executes the first step of every
+  never reach "open" and the cube is never let go (BENCHMARKS.md, "Manipulation, session 9",
+  measures both). `replan` executes the first step of every
   decision; `open_loop` executes a whole chunk before deciding again.
 - Sampled (collection): a sampled chunk is executed open loop, each executed step recording its
   own tokens and their log-probs and its place in the chunk (`chunk/offset`), so RL, DPO and
