@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -186,3 +187,20 @@ def test_advantages_normalized_per_group_or_batch():
     assert torch.equal(normalize_advantages(adv, rewards, groups, "none"), adv)
     with pytest.raises(ValueError, match="unknown advantage_norm 'rank'"):
         RLConfig(advantage_norm="rank")
+
+
+def test_episode_aggregation_weighs_every_episode_alike():
+    from train.updates.rl import episode_weights
+
+    index = np.array([0, 0, 0, 1])  # an episode of three steps and one of one
+    weights = episode_weights(index)
+    assert weights.mean().item() == pytest.approx(1.0)
+    assert weights[:3].sum().item() == pytest.approx(weights[3].item())
+    new = torch.zeros(4, 2)
+    advantages = torch.tensor([1.0, 1.0, 1.0, -1.0])
+    token, _ = grpo_loss(new, new, advantages)
+    episode, _ = grpo_loss(new, new, advantages, weights=weights)
+    assert token.item() == pytest.approx(-0.5)  # three good steps outweigh one bad
+    assert episode.item() == pytest.approx(0.0)  # one good episode, one bad: they cancel
+    with pytest.raises(ValueError, match="unknown aggregation 'sum'"):
+        RLConfig(aggregation="sum")

@@ -88,6 +88,8 @@ class SFTConfig(OptimConfig):
 
 ADVANTAGE_NORMS = ("none", "group", "batch")
 """`RLConfig.advantage_norm` options."""
+AGGREGATIONS = ("token", "episode")
+"""`RLConfig.aggregation` options."""
 
 
 @dataclass
@@ -105,6 +107,10 @@ class RLConfig(OptimConfig):
     clip_eps 0.2); 0: the same as `clip_eps`."""
     kl_coef: float = 0.0
     """Weight of the k3 KL penalty to the reference policy; 0 skips the reference entirely."""
+    aggregation: str = "token"
+    """How the policy-gradient terms are averaged: `token` (every action token of the update
+    alike: long episodes weigh more) or `episode` (each episode's tokens weigh 1 / its length,
+    so every episode counts alike, as a sequence-level loss)."""
     advantage_norm: str = "none"
     """How the RLOO advantages are scaled: `none`, `group` (divided by their group's outcome
     standard deviation, as GRPO does) or `batch` (by the standard deviation over the update's
@@ -119,6 +125,10 @@ class RLConfig(OptimConfig):
         if self.clip_eps <= 0 or self.clip_high < 0:
             raise ValueError(
                 f"need clip_eps > 0 and clip_high >= 0, got {self.clip_eps} and {self.clip_high}"
+            )
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"unknown aggregation {self.aggregation!r}; expected one of {AGGREGATIONS}"
             )
         if self.advantage_norm not in ADVANTAGE_NORMS:
             raise ValueError(

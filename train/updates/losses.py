@@ -98,6 +98,7 @@ def grpo_loss(
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     clip_high: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level PPO-clip policy-gradient loss with an optional k3 KL penalty to a reference.
 
@@ -106,7 +107,8 @@ def grpo_loss(
     `ratio = exp(new - old)`: `-min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A)
     + kl_coef * k3(new, ref)`, averaged over unmasked tokens; `eps_high` is `clip_high` when
     given (asymmetric clipping, as DAPO and SimpleVLA-RL use: [0.8, 1.28] lets rare good tokens
-    grow further than bad ones shrink), else `clip_eps`.
+    grow further than bad ones shrink), else `clip_eps`. `weights` [B] scale each sample's
+    policy-gradient terms (episode-level aggregation: 1 / the episode's length, rescaled).
 
     Metrics: `pg_loss`, `clip_frac` (tokens whose clipped term was the one taken and differs),
     `ratio_mean`, `ratio_max`, `kl` (mean k3 to the reference; 0 without one), `approx_kl` (mean
@@ -134,6 +136,12 @@ def grpo_loss(
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high) * advantages
     per_token = -torch.minimum(unclipped, clipped)
+    if weights is not None:
+        if weights.shape != new_logprobs.shape[:1]:
+            raise ValueError(
+                f"expected weights [{new_logprobs.shape[0]}], got {tuple(weights.shape)}"
+            )
+        per_token = per_token * weights.to(per_token.dtype)[:, None]
     pg_loss = _masked_mean(per_token, mask)
     loss = pg_loss
     kl = torch.zeros((), dtype=new_logprobs.dtype)

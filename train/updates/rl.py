@@ -73,6 +73,14 @@ def group_steps(
     return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
 
 
+def episode_weights(episode_index: np.ndarray) -> torch.Tensor:
+    """[N] per-step weights for episode-level aggregation: 1 / the length of the step's episode,
+    scaled so that they average 1 over the steps (the loss keeps its scale)."""
+    _, inverse, counts = np.unique(episode_index, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse]
+    return torch.from_numpy(weights * len(weights) / weights.sum()).to(torch.float32)
+
+
 def normalize_advantages(
     advantages: torch.Tensor, rewards: torch.Tensor, group_ids: torch.Tensor, norm: str
 ) -> torch.Tensor:
@@ -138,6 +146,7 @@ def rl_update(
     opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="rl")
     generator = torch.Generator().manual_seed(config.seed)
     old = torch.from_numpy(steps.old_logprobs)
+    weights = episode_weights(steps.episode_index) if config.aggregation == "episode" else None
     keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl", "approx_kl", "entropy")
     ratio_max = 0.0
     samples = 0
@@ -159,6 +168,7 @@ def rl_update(
                         ref_logprobs=None if ref is None else ref[rows].to(new.device),
                         kl_coef=config.kl_coef,
                         clip_high=config.clip_high or None,
+                        weights=None if weights is None else weights[rows].to(new.device),
                     )
                     (loss * (len(rows) / len(index)) * opt.loss_scale).backward()
                     for key, value in {"loss": loss.detach(), **m}.items():
