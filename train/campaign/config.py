@@ -66,6 +66,14 @@ class CollectSection:
     """Weights' dtype while collecting rollouts: `float32`, or `bfloat16` (faster on a CPU with
     bf16 instructions, emulated and likely slower without; BENCHMARKS.md, "Rollout"). Training and evaluation stay in float32; rollout log-probs (RL's
     importance-ratio denominators) then carry the rounding too."""
+    min_mixed_groups: int = 0
+    """Dynamic sampling (as SimpleVLA-RL and RIPT-VLA do): when a task's rollouts of the round
+    hold fewer than this many (seed, instruction) groups with mixed outcomes (the only groups RL
+    learns from; all-success and all-failure groups carry no signal), collect a refill pass of
+    fresh seeds for the tasks that are short, at most `max_refills` passes. 0: off."""
+    max_refills: int = 2
+    """Most refill passes per round (dynamic sampling); a round whose every rollout succeeds
+    or fails stops after them."""
     guidance: Guidance = field(default_factory=Guidance)
     """How the scripted expert helps the rounds' rollouts (`train.collect.guidance`): `mode =
     "none"` (the policy alone, the default), `takeover`, `demo_start` (a reverse curriculum per
@@ -188,6 +196,11 @@ class CampaignConfig:
                 f"collect.vectorization={self.collect.vectorization!r} is not supported; "
                 f"expected one of {VECTORIZATIONS}"
             )
+        if self.collect.min_mixed_groups and self.collect.group_size < 2:
+            raise ValueError(
+                f"collect.min_mixed_groups={self.collect.min_mixed_groups} needs groups: "
+                f"collect.group_size must be >= 2, got {self.collect.group_size}"
+            )
         if self.collect.temperature <= 0:
             raise ValueError(f"collect.temperature must be > 0, got {self.collect.temperature}")
         unknown = [name for name in self.optimize.sequence if name not in OPTIMIZERS]
@@ -263,6 +276,8 @@ class CampaignConfig:
             ("collect.num_envs", c.num_envs, 1),
             ("collect.top_k", c.top_k, 0),
             ("collect.chunk_episodes", c.chunk_episodes, 1),
+            ("collect.min_mixed_groups", c.min_mixed_groups, 0),
+            ("collect.max_refills", c.max_refills, 0),
             ("ray.num_workers", r.num_workers, 1),
             ("ray.envs_per_worker", r.envs_per_worker, 0),
             ("eval.episodes_per_task", self.eval.episodes_per_task, 1),

@@ -51,9 +51,10 @@ from train.campaign.typed_config import ConfigError, dump_toml, to_dict
 from train.collect.chunks import Chunk, make_chunks, make_collector
 from train.collect.episodes import ExpertActor, Job
 from train.collect.guided import guidance_metrics, next_start_steps
-from train.collect.store import EpisodeStore
+from train.collect.store import EpisodeStore, StoreError
 from train.collect.workers import task_modules
 from train.organize import round_data as organize
+from train.organize.datasets import mixed_groups, short_tasks
 from train.paths import OutputPathError, check_output_dir, enclosing_campaign
 from train.progress import progress_bar
 from train.results.diagnostics import input_reliance
@@ -187,6 +188,9 @@ class Campaign:
             "rollout/successes": sum(e.is_success for e in episodes),
             "rollout/success_rate": sum(e.is_success for e in episodes) / max(1, len(episodes)),
         }
+        if cfg.collect.min_mixed_groups:
+            record["rollout/refill_passes"] = len(self.refill_plan(k))
+            record["rollout/mixed_groups"] = sum(mixed_groups(episodes).values())
         if self.last_steps_per_s is not None:
             record["rollout/steps_per_s"] = self.last_steps_per_s
         if cfg.collect.guidance.mode != "none":
@@ -280,37 +284,78 @@ class Campaign:
             return EXPERT_POLICY_ID
         return ExpertActor(self.config.demos.noise, seed=self.config.collect_seed(0, 0))
 
-    def _jobs(self, k: int) -> list[Job]:
+    def _jobs(self, k: int, refill: int = 0, tasks: list[str] | None = None) -> list[Job]:
         """Round k's collection: the demonstrations (k = 0), else group_size rollouts of each
-        of episodes_per_task / group_size seeds per task."""
+        of episodes_per_task / group_size seeds per task (of `tasks`, default all); refill pass
+        p >= 1 (dynamic sampling) takes the next seeds_per_task fresh seeds."""
         cfg = self.config
         if k == 0:
             return [
                 Job(t, i, "demo") for t in self.task_ids for i in range(cfg.demos.episodes_per_task)
             ]
         seeds_per_task = cfg.collect.episodes_per_task // cfg.collect.group_size
+        first = k * ROLLOUT_SEED_STRIDE + refill * seeds_per_task
         return [
-            Job(t, k * ROLLOUT_SEED_STRIDE + i, f"g{g}")
-            for t in self.task_ids
+            Job(t, first + i, f"g{g}")
+            for t in (self.task_ids if tasks is None else tasks)
             for i in range(seeds_per_task)
             for g in range(cfg.collect.group_size)
         ]
 
     def chunks(self, k: int) -> list[Chunk]:
+        """Round k's chunks: its jobs cut into `collect.chunk_episodes`, then those of each
+        refill pass the round has needed so far (`refill_plan`)."""
         cfg = self.config
-        guided = {}
+        sampling: dict[str, Any] = dict(
+            temperature=cfg.collect.temperature, top_k=cfg.collect.top_k
+        )
         if k >= 1 and cfg.collect.guidance.mode != "none":
             starts = self.start_steps(k) if cfg.collect.guidance.mode == "demo_start" else {}
-            guided = dict(guidance=cfg.collect.guidance, start_steps=tuple(sorted(starts.items())))
-        return make_chunks(
-            self._jobs(k),
-            cfg.collect.chunk_episodes,
-            k,
-            lambda c: cfg.collect_seed(k, c),
-            temperature=cfg.collect.temperature,
-            top_k=cfg.collect.top_k,
-            **guided,
-        )
+            sampling.update(
+                guidance=cfg.collect.guidance, start_steps=tuple(sorted(starts.items()))
+            )
+        passes = [self._jobs(k)]
+        if k >= 1 and cfg.collect.min_mixed_groups:
+            passes += [self._jobs(k, p, tasks) for p, tasks in enumerate(self.refill_plan(k), 1)]
+        chunks: list[Chunk] = []
+        for jobs in passes:
+            chunks += make_chunks(
+                jobs,
+                cfg.collect.chunk_episodes,
+                k,
+                lambda c: cfg.collect_seed(k, c),
+                first=len(chunks),
+                **sampling,
+            )
+        return chunks
+
+    def refill_plan(self, k: int) -> list[list[str]]:
+        """Dynamic sampling: the tasks of each refill pass of round k, from the outcomes stored
+        so far. A pass follows when, over the round's episodes until then, a task has fewer
+        than `collect.min_mixed_groups` groups with mixed outcomes (the groups RL learns from);
+        it collects fresh seeds of those tasks; at most `collect.max_refills` passes, so a round
+        where every rollout succeeds (or fails) ends. The plan stops at the first pass the store
+        does not hold yet."""
+        cfg = self.config.collect
+        try:
+            stored = {e.episode_id: e for e in self.store.load(where={"round": k})}
+        except StoreError:  # a store being repaired: its refill parts are collected again
+            return []
+
+        def held(jobs: list[Job]) -> list[Episode] | None:
+            found = [stored.get(job.episode_id(k)) for job in jobs]
+            return None if any(e is None for e in found) else found
+
+        episodes = held(self._jobs(k))
+        plan: list[list[str]] = []
+        while episodes is not None and len(plan) < cfg.max_refills:
+            short = short_tasks(episodes, self.task_ids, cfg.min_mixed_groups)
+            if not short:
+                break
+            plan.append(short)
+            more = held(self._jobs(k, len(plan), short))
+            episodes = None if more is None else episodes + more
+        return plan
 
     def start_steps(self, k: int) -> dict[str, int]:
         """demo_start guidance: each task's start step in round k, from the guided success of
@@ -319,10 +364,27 @@ class Campaign:
         return next_start_steps(self.config.collect.guidance, self.task_ids, records)
 
     def _collect(self, k: int, policy: Any, desc: str) -> list[Episode]:
-        """Collect round k's chunks, storing each chunk in order as soon as it and the chunks
-        before it are back, and skipping chunks a previous (killed) run already stored."""
+        """Collect round k's chunks (`chunks`), and, while dynamic sampling asks for a refill
+        pass, its chunks too; the round's episodes in chunk order."""
+        steps, seconds, known = 0, 0.0, -1
+        while True:
+            chunks = self.chunks(k)
+            if len(chunks) == known:
+                break
+            episodes, more_steps, more_seconds = self._collect_chunks(k, chunks, policy, desc)
+            steps, seconds, known = steps + more_steps, seconds + more_seconds, len(chunks)
+        if seconds > 0:
+            log.info("%s: %d env-steps at %.1f steps/s", desc, steps, steps / seconds)
+        self.last_steps_per_s = steps / seconds if seconds > 0 else None
+        return episodes
+
+    def _collect_chunks(
+        self, k: int, chunks: list[Chunk], policy: Any, desc: str
+    ) -> tuple[list[Episode], int, float]:
+        """Collect the chunks the store lacks, storing each in order as soon as it and the
+        chunks before it are back, and skipping chunks a previous (killed) run already stored;
+        the episodes of all `chunks`, the env-steps collected and the seconds it took."""
         cfg = self.config
-        chunks = self.chunks(k)
         jobs = [job for chunk in chunks for job in chunk.jobs]
         stored = {e.episode_id: e for e in self.store.load(where={"round": k}, with_frames=True)}
         done: dict[int, list[Episode]] = {}
@@ -350,10 +412,7 @@ class Campaign:
                         self.store.append(done[next_to_store], label=label)
                     next_to_store += 1
         seconds = time.perf_counter() - start if todo else 0.0
-        if seconds > 0:
-            log.info("%s: %d env-steps at %.1f steps/s", desc, steps, steps / seconds)
-        self.last_steps_per_s = steps / seconds if seconds > 0 else None
-        return [e for c in range(len(chunks)) for e in done[c]]
+        return [e for c in range(len(chunks)) for e in done[c]], steps, seconds
 
     def collector(self):
         """The run's collector (`collect.backend`), made on first use."""

@@ -134,18 +134,25 @@ def collect_absent_chunks(
     collection ended, `whole_round`; else only the damaged parts taken out, `damaged`), and say
     so: for a damaged part, whether its chunk came back identical."""
     store = campaign.store
-    chunks = [c for c in campaign.chunks(k) if whole_round or (k, c.index) in damaged]
-    stored = set(store.episode_ids()) if chunks else set()
-    for chunk in chunks:
-        ids = [job.episode_id(k) for job in chunk.jobs]
-        held = sum(i in stored for i in ids)
-        if held == len(ids):
-            continue
-        if held:
-            raise StoreError(
-                f"the store holds {held} of the {len(ids)} episodes of round {k} chunk "
-                f"{chunk.index}: not a whole part; set the part aside to collect it again"
-            )
+    while True:  # the chunks again after each: a refill pass's follow from the stored outcomes
+        chunks = [c for c in campaign.chunks(k) if whole_round or (k, c.index) in damaged]
+        stored = set(store.episode_ids()) if chunks else set()
+        absent = None
+        for chunk in chunks:
+            ids = [job.episode_id(k) for job in chunk.jobs]
+            held = sum(i in stored for i in ids)
+            if held == len(ids):
+                continue
+            if held:
+                raise StoreError(
+                    f"the store holds {held} of the {len(ids)} episodes of round {k} chunk "
+                    f"{chunk.index}: not a whole part; set the part aside to collect it again"
+                )
+            absent = chunk
+            break
+        if absent is None:
+            return
+        chunk = absent
         episodes = collect_chunk(campaign, k, chunk.index)
         manifest = store.manifest()
         position = None  # a store older than the manifest: last

@@ -41,15 +41,21 @@ class Chunk:
 
 
 def make_chunks(
-    jobs: Sequence[Job], size: int, round: int, seed: Callable[[int], int], **sampling: Any
+    jobs: Sequence[Job],
+    size: int,
+    round: int,
+    seed: Callable[[int], int],
+    first: int = 0,
+    **sampling: Any,
 ) -> list[Chunk]:
-    """`jobs` cut into chunks of `size`, chunk `c` sampling with seed `seed(c)`."""
+    """`jobs` cut into chunks of `size` numbered from `first`, chunk `c` sampling with seed
+    `seed(c)`."""
     if size < 1:
         raise ValueError(f"chunk size must be >= 1, got {size}")
     jobs = list(jobs)
     return [
         Chunk(c, tuple(jobs[i : i + size]), round, seed(c), **sampling)
-        for c, i in enumerate(range(0, len(jobs), size))
+        for c, i in enumerate(range(0, len(jobs), size), first)
     ]
 
 

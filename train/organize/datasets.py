@@ -158,6 +158,21 @@ def build_rl_groups(
     return result
 
 
+def mixed_groups(episodes: Sequence[Episode]) -> dict[str, int]:
+    """Per task, the (seed, instruction) groups of two or more episodes whose environment
+    outcomes differ: the groups a group-relative RL update learns from."""
+    counts: dict[str, int] = {}
+    for group in build_rl_groups(episodes, None, drop_uniform=True):
+        counts[group.task_id] = counts.get(group.task_id, 0) + 1
+    return counts
+
+
+def short_tasks(episodes: Sequence[Episode], task_ids: Sequence[str], target: int) -> list[str]:
+    """The tasks (in `task_ids` order) with fewer than `target` mixed groups in `episodes`."""
+    counts = mixed_groups(episodes)
+    return [t for t in task_ids if counts.get(t, 0) < target]
+
+
 def build_dpo_pairs(
     episodes: Sequence[Episode],
     verdicts: Sequence[Verdict] | None = None,
