@@ -181,8 +181,19 @@ def test_a_guided_campaign_records_who_acted_and_moves_its_start_back(guided_run
     rollouts = EpisodeStore(guided_run / "episodes").load(where={"round": 2})
     assert all((e.step_info[EXPERT_KEY][:2] == 1).all() for e in rollouts)
     assert all(not e.step_info[EXPERT_KEY][2:].any() for e in rollouts)
-    # held-out evaluation is never guided: its rate is the one written beside the guided one
+    # held-out evaluation is never guided: the final checkpoint evaluated on its own (as the
+    # campaign evaluates: its env slots and chunks) gives the campaign's held-out rates
     assert "eval/success_rate" in rows[2] and "guide/success_rate/ReachBall-v0" in rows[2]
+    cli = [sys.executable, "-m", "train.cli", "eval", str(guided_run / "checkpoints" / "round_2")]
+    args = ["--tasks", "reach", "press_button", "--episodes", "6", "--num-envs", "16"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [*cli, *args, "--chunk-episodes", "8", "--json"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    alone = json.loads(proc.stdout)
+    for key in ("eval/success_rate/ReachBall-v0", "eval/success_rate/PressButton-v0"):
+        assert alone[key] == rows[2][key]
 
 
 @pytest.mark.slow
