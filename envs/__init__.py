@@ -101,6 +101,11 @@ def short_name(task_id: str) -> str:
     return next((s for s, i in SHORT_NAMES.items() if i == task_id), "")
 
 
+def task_name(task_id: str) -> str:
+    """The id without its namespace, as metric keys name a task: `ReachBall-v0`."""
+    return task_id.split("/")[-1]
+
+
 def load_task(name_or_id: str) -> type:
     """Import a task's class from its entry point; TaskLoadError naming the task and the cause."""
     env_id = resolve(name_or_id)

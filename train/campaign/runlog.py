@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from train.results.evaluate import task_name
+from envs import task_name
 from verifiers.episode import Verdict
 
 

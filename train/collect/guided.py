@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from agent.action_tokens import ACTION_DIM, actions_to_bins, bins_to_actions
+from envs import task_name
 from train.collect.episodes import ActorStep, Job, _as_step, job_rng
 from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance
 
@@ -137,8 +138,6 @@ def guidance_metrics(episodes: Sequence, start_steps: dict[str, int] | None = No
     overall and per task), the rollouts' success with guidance per task
     (`guide/success_rate/<task>`), and demo_start's start step per task
     (`guide/start_step/<task>`)."""
-    from train.results.evaluate import task_name
-
     out: dict[str, float] = {}
     by_task: dict[str, list] = {}
     for e in episodes:
@@ -163,8 +162,6 @@ def next_start_steps(
     (the guided rounds' records, oldest first): `guidance.start_step`, moved back by
     `start_back` after each round whose guided success on the task reached `start_success`,
     never below 0 (a start from reset)."""
-    from train.results.evaluate import task_name
-
     steps = {t: guidance.start_step for t in task_ids}
     for record in records:
         for t in task_ids:

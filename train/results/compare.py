@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from envs import task_name
 from train.campaign.runlog import RunLog
-from train.results.evaluate import task_name
 from train.results.stats import paired_difference
 
 

@@ -9,16 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from envs import task_name
 from train.collect.episodes import Job
 from verifiers.episode import Episode
 
 EVAL_SEED_BASE = 10_000_000
 """Held-out evaluation seeds start here; demonstrations and rollouts use seeds far below it."""
-
-
-def task_name(task_id: str) -> str:
-    """The id without its namespace, as used in metric keys: `ReachBall-v0`."""
-    return task_id.split("/")[-1]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
