@@ -10,7 +10,13 @@ from cli_helper import cli
 
 from train.collect.store import EpisodeStore
 
-REFILL = ["rounds=1", "eval.videos_per_task=0", "collect.min_mixed_groups=50"]
+REFILL = [
+    "rounds=1",
+    "eval.videos_per_task=0",
+    "eval.episodes_per_task=2",
+    'optimize.sequence=["sft"]',
+    "collect.min_mixed_groups=50",
+]
 """50 mixed groups per task: more than a pass of 2 seeds can give, so every pass is needed."""
 
 
