@@ -48,11 +48,11 @@ from train.campaign.integrity import (
 from train.campaign.repair import repair_run
 from train.campaign.runlog import RunLog, atomic_write_text
 from train.campaign.typed_config import ConfigError, dump_toml, to_dict
-from train.collect.chunks import Chunk, make_chunks, make_collector
+from train.collect.chunks import Chunk, make_chunks
+from train.collect.collectors import Collector, make_collector
 from train.collect.episodes import ExpertActor, Job
 from train.collect.guided import guidance_metrics, next_start_steps
 from train.collect.store import EpisodeStore, StoreError
-from train.collect.workers import task_modules
 from train.organize import round_data as organize
 from train.organize.datasets import mixed_groups, short_tasks
 from train.paths import OutputPathError, check_output_dir, enclosing_campaign
@@ -91,7 +91,7 @@ class Campaign:
         """What the run's records must hold (`train.campaign.integrity`); settled by `run`."""
         self.last_steps_per_s: float | None = None
         """Env-steps/s of the last collection (None when it was all read back from the store)."""
-        self._collector = None
+        self._collector: Collector | None = None
         """Where episodes are collected (`collect.backend`): made on first use and kept for
         every collection and evaluation of the run (its vector envs cost ~0.1 s per slot to
         make; Ray workers seconds to start)."""
@@ -414,12 +414,10 @@ class Campaign:
         seconds = time.perf_counter() - start if todo else 0.0
         return [e for c in range(len(chunks)) for e in done[c]], steps, seconds
 
-    def collector(self):
+    def collector(self) -> Collector:
         """The run's collector (`collect.backend`), made on first use."""
         if self._collector is None:
-            self._collector = make_collector(
-                self.config, self.task_ids, imports=task_modules(self.task_ids)
-            )
+            self._collector = make_collector(self.config, self.task_ids)
             self._collector.start()  # envs made / workers up before any timing starts
         return self._collector
 

@@ -1,5 +1,6 @@
-"""Chunks of jobs and where they are collected: in this process (`LocalCollector`) or on Ray
-workers (`train.collect.workers.RayCollector`); `make_collector` picks the one a campaign asks for.
+"""Chunks of jobs, and collecting them in this process (`LocalCollector`); the Ray workers
+(`train.collect.workers.RayCollector`) collect the same chunks elsewhere, and
+`train.collect.collectors.make_collector` picks the one a campaign asks for.
 
 A chunk is the unit of work: a list of jobs collected in one `collect_episodes` call with its own
 sampling seed, in a vector env of a fixed number of slots. An episode depends only on its chunk,
@@ -133,24 +134,3 @@ class LocalCollector(VectorEnvSpec):
         if self._vec is not None:
             self._vec.close()
             self._vec = None
-
-
-def make_collector(config: Any, task_ids: Sequence[str], imports: Sequence[str] = ()):
-    """The collector a campaign config asks for (`collect.backend`)."""
-    c = config.collect
-    if c.backend == "local":
-        return LocalCollector(task_ids, c.num_envs, config.image_size, c.vectorization)
-    from train.collect.workers import RayCollector
-
-    r = config.ray
-    return RayCollector(
-        task_ids,
-        r.envs_per_worker or c.num_envs,
-        config.image_size,
-        c.vectorization,
-        address=r.address,
-        num_workers=r.num_workers,
-        cpus_per_worker=r.cpus_per_worker,
-        gpus_per_worker=r.gpus_per_worker,
-        imports=imports,
-    )
