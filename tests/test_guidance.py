@@ -13,11 +13,14 @@ import pytest
 import torch
 
 from agent import Policy
+from train.collect.chunks import Chunk, collect_chunk
 from train.collect.episodes import Job, PolicyActor, collect_episodes
 from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance
 from train.collect.guided import GuidedActor
 from train.collect.store import EpisodeStore
+from train.organize.datasets import DPOPair
 from train.updates.batching import episode_steps, step_logprobs
+from train.updates.dpo import pair_steps
 from train.updates.rl import group_steps
 
 MAX_STEPS = 24
@@ -116,6 +119,19 @@ def test_rl_scores_only_the_policys_own_steps_at_ratio_one(chunk_policy):
     Group.episodes = episodes
     group_set, advantages, skipped = group_steps([Group()], chunk=chunk_policy.chunk)
     assert skipped == 0 and len(group_set) == own and len(advantages) == own
+    # DPO's trajectories are scored on the same steps: the expert's are never among them
+    pair = pair_steps([DPOPair(episodes[0], episodes[1])], chunk=chunk_policy.chunk)
+    assert len(pair) == own and np.isfinite(pair.old_logprobs).all()
+
+
+def test_guidance_none_collects_todays_episodes(policy):
+    jobs = (Job("reach", 0), Job("reach", 1))
+    plain = collect_chunk(Chunk(0, jobs, 1, seed=3), policy, vec=None)
+    unguided = collect_chunk(Chunk(0, jobs, 1, seed=3, guidance=Guidance()), policy, vec=None)
+    for a, b in zip(plain, unguided, strict=True):
+        np.testing.assert_array_equal(a.action_bins, b.action_bins)
+        np.testing.assert_array_equal(a.logprobs, b.logprobs)
+        assert EXPERT_KEY not in b.step_info
 
 
 def test_bad_guidance_is_refused():
