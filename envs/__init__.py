@@ -101,6 +101,10 @@ def short_name(task_id: str) -> str:
     return next((s for s, i in SHORT_NAMES.items() if i == task_id), "")
 
 
+IMAGE_SIZE_RANGE = (16, 512)
+"""Square camera frames a task renders: a side in this range (pixels)."""
+
+
 def task_name(task_id: str) -> str:
     """The id without its namespace, as metric keys name a task: `ReachBall-v0`."""
     return task_id.split("/")[-1]

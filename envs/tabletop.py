@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 # isort: off
-from envs import rendering  # selects the GL backend; must precede `import mujoco`
+from envs import IMAGE_SIZE_RANGE, rendering  # rendering selects the GL backend: before mujoco
 import mujoco
 # isort: on
 
@@ -56,7 +56,6 @@ STATE_HIGH = np.array([1.0, 1.0, 1.0, 0.1], np.float32)
 SHARED_SCENE = Path(__file__).with_name("tabletop.xml")
 """The scene every task's MJCF includes (`<include file="tabletop.xml"/>`); it is found even when
 the task's MJCF lives outside `envs/`."""
-IMAGE_SIZE_RANGE = (16, 512)
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
 

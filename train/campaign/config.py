@@ -177,7 +177,7 @@ class CampaignConfig:
         for key, value, least in self._counts():
             if value < least:
                 raise ValueError(f"{key} must be >= {least}, got {value}")
-        from envs.tabletop import IMAGE_SIZE_RANGE
+        from envs import IMAGE_SIZE_RANGE
 
         lo, hi = IMAGE_SIZE_RANGE
         if not lo <= self.image_size <= hi or self.image_size % 8:
@@ -185,6 +185,15 @@ class CampaignConfig:
                 f"image_size must be a multiple of 8 in [{lo}, {hi}], got {self.image_size} "
                 f"(the side of the square camera frame the policy reads; the environments render "
                 f"{lo} to {hi} pixels and the built-in vision halves it three times)"
+            )
+        from agent.presets import PRESETS  # torch-free: the presets' sizes only
+
+        preset = PRESETS.get(self.policy.preset)
+        if preset is not None and preset.image_size != self.image_size:
+            raise ValueError(
+                f"image_size={self.image_size} but policy preset {preset.name!r} reads "
+                f"{preset.image_size}x{preset.image_size} frames; set image_size="
+                f"{preset.image_size} (or choose a preset of that size)"
             )
         if self.organize.replay_rounds < -1 or self.organize.replay_rounds == 0:
             raise ValueError(
