@@ -368,23 +368,33 @@ class Policy:
     def _decode_waypoint_tokens(self, inputs):
         """Greedy decode of the W x 3 waypoint tokens after the prompt `inputs`: (bins
         [B, W * 3], the cache holding the prompt and all tokens but the last, its mask)."""
-        n = 3 * self.waypoint_tokens
+        bins, _, cache, mask = self._decode_tokens(
+            inputs, 3 * self.waypoint_tokens, greedy=True, temperature=1.0, top_k=0, generator=None
+        )
+        return bins, cache, mask
+
+    def _decode_tokens(self, inputs, n: int, **choose):
+        """Prefill `inputs`, then decode `n` action-vocabulary tokens (state / action bins), one
+        cached step each, each chosen by `choose_tokens(**choose)`: (bins [B, n], their
+        log-probs [B, n], the cache holding the prompt and all tokens but the last, its mask)."""
         model_inputs = {k: v for k, v in inputs.items() if k not in INPUT_RECORDS}
         mask, positions = inputs["attention_mask"], inputs["position_ids"]
         out = self.model(**model_inputs, use_cache=True, logits_to_keep=1)
-        bins = []
+        bins, logprobs = [], []
         for i in range(n):
-            bins.append(out.logits[:, -1][:, self.action_token_ids].argmax(-1))
+            b, lp = choose_tokens(out.logits[:, -1][:, self.action_token_ids], **choose)
+            bins.append(b)
+            logprobs.append(lp)
             if i + 1 < n:
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
                 out = self.model(
-                    input_ids=self.action_token_ids[bins[-1]][:, None],
+                    input_ids=self.action_token_ids[b][:, None],
                     attention_mask=mask,
                     position_ids=extend_positions(positions, 1, start=i + 1),
                     cache=out.cache,
                     use_cache=True,
                 )
-        return torch.stack(bins, dim=1), out.cache, mask
+        return torch.stack(bins, dim=1), torch.stack(logprobs, dim=1), out.cache, mask
 
     # ----------------------------------------------------------------- log-probs
     def logprobs_from_inputs(self, inputs: dict[str, torch.Tensor], temperature: float = 1.0):
@@ -462,30 +472,19 @@ class Policy:
             inputs = self._prompt_inputs(images, instructions, states)
         if self.chunk > 1:
             return self._act_chunk(inputs, greedy, temperature, top_k, generator)
-        mask, positions = inputs["attention_mask"], inputs["position_ids"]
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
-        bins, logprobs = [], []
-        for i in range(self.action_dim):
-            logits = out.logits[:, -1][:, self.action_token_ids]
-            b, lp = choose_tokens(
-                logits, greedy=greedy, temperature=temperature, top_k=top_k, generator=generator
-            )
-            bins.append(b)
-            logprobs.append(lp)
-            if i + 1 < self.action_dim:
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                out = self.model(
-                    input_ids=self.action_token_ids[b][:, None],
-                    attention_mask=mask,
-                    position_ids=extend_positions(positions, 1, start=i + 1),
-                    cache=out.cache,
-                    use_cache=True,
-                )
-        bins_np = torch.stack(bins, dim=1).cpu().numpy().astype(np.int64)
+        bins, logprobs, _, _ = self._decode_tokens(
+            inputs,
+            self.action_dim,
+            greedy=greedy,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+        )
+        bins_np = bins.cpu().numpy().astype(np.int64)
         return ActOutput(
             actions=bins_to_actions(bins_np),
             bins=bins_np,
-            logprobs=torch.stack(logprobs, dim=1).float().cpu().numpy(),
+            logprobs=logprobs.float().cpu().numpy(),
         )
 
     def _act_chunk(self, inputs, greedy, temperature, top_k, generator) -> ActOutput:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.action_tokens import ACTION_DIM  # numpy only
+
 GUIDANCE_MODES = ("none", "takeover", "demo_start", "dagger")
 TAKEOVER_TRIGGERS = ("steps", "drawn", "stall")
 EXPERT_KEY = "guide/expert"
 """`step_info` key: 1 where the expert acted, 0 where the policy did."""
-LABEL_KEYS = tuple(f"expert/bin_{k}" for k in range(4))
+LABEL_KEYS = tuple(f"expert/bin_{k}" for k in range(ACTION_DIM))
 """`step_info` keys of the expert's label of each visited state (`dagger`), one per action
 dimension."""
 

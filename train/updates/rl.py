@@ -63,11 +63,9 @@ def group_steps(
         group_ids.extend([g] * len(group.episodes))
     if not episodes:
         return None, torch.zeros(0), skipped
+    rewards_t, group_ids_t = torch.from_numpy(np.concatenate(rewards)), torch.tensor(group_ids)
     advantages = normalize_advantages(
-        group_advantages(torch.from_numpy(np.concatenate(rewards)), torch.tensor(group_ids)),
-        torch.from_numpy(np.concatenate(rewards)),
-        torch.tensor(group_ids),
-        advantage_norm,
+        group_advantages(rewards_t, group_ids_t), rewards_t, group_ids_t, advantage_norm
     )
     steps = episode_steps(episodes, chunk=chunk, acted=True)
     return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
