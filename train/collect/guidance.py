@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from agent.action_tokens import ACTION_DIM  # numpy only
 
 GUIDANCE_MODES = ("none", "takeover", "demo_start", "dagger")
@@ -69,3 +71,12 @@ class Guidance:
     def beta_at(self, round: int) -> float:
         """The dagger mixing probability in `round` (1-based: `beta`, then decayed)."""
         return self.beta * self.beta_decay ** max(round - 1, 0)
+
+
+def policy_acted(episode) -> np.ndarray:
+    """bool [T]: the steps of an episode the policy acted (all, unless a guided episode's expert
+    took some: `step_info[EXPERT_KEY]`)."""
+    by_expert = episode.step_info.get(EXPERT_KEY)
+    if by_expert is None:
+        return np.ones(episode.length, dtype=bool)
+    return np.asarray(by_expert) < 0.5

@@ -32,7 +32,7 @@ import numpy as np
 from agent.action_tokens import ACTION_DIM, actions_to_bins, bins_to_actions
 from envs import task_name
 from train.collect.episodes import ActorStep, Job, _as_step, job_rng
-from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance
+from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance, policy_acted
 
 
 class GuidedActor:
@@ -142,12 +142,12 @@ def guidance_metrics(episodes: Sequence, start_steps: dict[str, int] | None = No
     by_task: dict[str, list] = {}
     for e in episodes:
         by_task.setdefault(e.task_id, []).append(e)
-    steps = [e.step_info.get(EXPERT_KEY, np.zeros(e.length)) for e in episodes]
-    if steps:
-        out["guide/expert_share"] = float(np.concatenate(steps).mean())
+    by_expert = {e.episode_id: ~policy_acted(e) for e in episodes}
+    if episodes:
+        out["guide/expert_share"] = float(np.concatenate(list(by_expert.values())).mean())
     for task_id, mine in sorted(by_task.items()):
         name = task_name(task_id)
-        share = np.concatenate([e.step_info.get(EXPERT_KEY, np.zeros(e.length)) for e in mine])
+        share = np.concatenate([by_expert[e.episode_id] for e in mine])
         out[f"guide/expert_share/{name}"] = float(share.mean())
         out[f"guide/success_rate/{name}"] = sum(e.is_success for e in mine) / len(mine)
         if start_steps is not None and task_id in start_steps:

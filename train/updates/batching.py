@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from train.collect.guidance import EXPERT_KEY
+from train.collect.guidance import policy_acted
 from train.organize.waypoints import episode_waypoints
 from verifiers.episode import Episode
 
@@ -158,15 +158,6 @@ def episode_steps(
         if not own.all():
             steps = steps.select(np.flatnonzero(own))
     return steps
-
-
-def policy_acted(episode: Episode) -> np.ndarray:
-    """bool [T]: the steps the policy acted (all, unless a guided episode's expert took some;
-    `step_info["guide/expert"]`, `train.collect.guidance`)."""
-    by_expert = episode.step_info.get(EXPERT_KEY)
-    if by_expert is None:
-        return np.ones(episode.length, dtype=bool)
-    return np.asarray(by_expert) < 0.5
 
 
 def _decision_steps(episode: Episode) -> np.ndarray:

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from train.collect.guidance import policy_acted
 from train.updates.batching import (
     StepSet,
     chunks,
     episode_steps,
     forward_logprobs,
     minibatches,
-    policy_acted,
     step_logprobs,
 )
 from train.updates.config import RLConfig
