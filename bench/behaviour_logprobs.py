@@ -25,8 +25,9 @@ import torch
 import envs
 from agent import Policy
 from agent.runtime import adapt_threads
-from train.collect.episodes import Job, collect_episodes
+from train.collect.episodes import collect_episodes
 from train.updates.batching import episode_steps, step_logprobs
+from verifiers.episode import Job
 
 
 def cpu_model() -> str:

@@ -19,8 +19,9 @@ import json
 
 import envs
 from agent.policy import Policy
-from train.collect.episodes import Job, collect_episodes
+from train.collect.episodes import collect_episodes
 from train.results.diagnostics import input_reliance, waypoint_error
+from verifiers.episode import Job
 
 VALIDATION_SEED_BASE = 500_000
 """The validation demonstrations' seeds (as `bench/sft_grounding.py`): disjoint from training

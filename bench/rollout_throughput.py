@@ -46,8 +46,9 @@ from agent.families import processor_inputs
 from agent.prompt import prompt_text
 from train.campaign.config import ROLLOUT_DTYPES
 from train.collect.chunks import LocalCollector, make_chunks
-from train.collect.episodes import Job, collect_episodes, make_vector_env
+from train.collect.episodes import collect_episodes, make_vector_env
 from train.collect.workers import RayCollector
+from verifiers.episode import Job
 
 
 def campaign_steps_per_s(

@@ -32,12 +32,13 @@ import envs
 from agent.policy import Policy
 from agent.presets import get_preset
 from train.collect.chunking import EXECUTIONS
-from train.collect.episodes import ExpertActor, Job, PolicyActor, all_goal_jobs, collect_episodes
+from train.collect.episodes import ExpertActor, PolicyActor, all_goal_jobs, collect_episodes
 from train.results.diagnostics import input_reliance, waypoint_error
 from train.results.evaluate import episode_metrics, evaluate, task_name, wilson_interval
 from train.updates.batching import chunks, episode_steps
 from train.updates.config import SFTConfig
 from train.updates.sft import sft_update
+from verifiers.episode import Job
 from verifiers.relabel import episode_prefix
 
 VALIDATION_SEED_BASE = 500_000

@@ -25,7 +25,8 @@ CHILD = r"""
 import json, sys, time
 from agent import Policy
 from agent.runtime import adapt_threads
-from train.collect.episodes import Job, collect_episodes, make_vector_env
+from train.collect.episodes import collect_episodes, make_vector_env
+from verifiers.episode import Job
 from train.updates.config import SFTConfig
 from train.updates.sft import sft_update
 episodes, num_envs, sft_steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -41,7 +42,7 @@ collected = collect_episodes([Job(task, 5000 + i) for i in range(episodes)], pol
 collect_s = time.perf_counter() - start
 threads_collect = adapt_threads()
 vec.close()
-config = SFTConfig(lr=1e-3, batch_size=32, epochs=1000, max_steps=sft_steps, seed=0)
+config = SFTConfig(lr=1e-3, batch_size=32, epochs=1000, max_steps=sft_steps)
 metrics = sft_update(policy, demos, config)
 print(json.dumps({"threads": [threads_start, threads_collect, adapt_threads()],
     "env_steps_per_s": sum(e.length for e in collected) / collect_s,

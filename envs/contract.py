@@ -4,7 +4,7 @@
 and each task once per process at its first reset (`check_scene`: the goal, the scene's other
 goals, the reward terms), so a defect shows up the first time a task is made, not as a bare
 `KeyError` deep in a test. `autodidact check-task` runs the same checks over many seeds, plus
-the behavioural ones (`check_task`).
+the behavioural ones (`train.cli.check_task`).
 
 The rules:
 - `instruction_templates`: a non-empty tuple of `str.format` templates (the first is the
@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import math
 import string
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from envs.colors import COLORS
 
 if TYPE_CHECKING:
     from envs.tabletop import TabletopEnv
@@ -93,8 +93,6 @@ def task_label(env: TabletopEnv) -> str:
 
 def check_goal(env: TabletopEnv, goal: Any, instruction: str | None = None) -> None:
     """A goal against the templates' fields and COLORS, and (given) the instruction naming it."""
-    from envs.tabletop import COLORS
-
     label = task_label(env)
     fields = sorted(_fields(env.instruction_templates[0]))
     if not isinstance(goal, dict) or sorted(goal) != fields:
@@ -163,141 +161,3 @@ def check_scene(env: TabletopEnv) -> None:
             f"_goal_satisfied(goal) is {env._goal_satisfied(env.goal)!r}; it must be "
             "float(self._goal_satisfied(self.goal))"
         )
-
-
-# ---- the checker behind `autodidact check-task` ------------------------------------------------
-
-
-@dataclass
-class CheckResult:
-    """One row of `autodidact check-task`'s table."""
-
-    check: str
-    passed: bool
-    detail: str
-
-
-ACTION_BINS = 256
-"""The policy's action bins per dimension (`agent.action_tokens.N_BINS`; envs does not import
-agent)."""
-
-
-def quantize_action(action: np.ndarray) -> np.ndarray:
-    """Snap each dimension to the centre of its bin among 256 uniform bins over [-1, 1], as the
-    policy emits actions and as demonstrations are recorded."""
-    bins = np.clip(np.floor((np.asarray(action) + 1.0) / 2.0 * ACTION_BINS), 0, ACTION_BINS - 1)
-    return (-1.0 + (bins + 0.5) * 2.0 / ACTION_BINS).astype(np.float32)
-
-
-def success_rate(env, seeds: range, actor: str) -> tuple[float, float]:
-    """(success rate, mean length) of the scripted expert (actions quantized to the policy's 256
-    bins, as demonstrations are recorded) or of uniform random actions, one episode per seed;
-    TaskContractError if an episode's termination and success disagree."""
-    successes, lengths = [], []
-    for seed in seeds:
-        env.reset(seed=seed)
-        rng = np.random.default_rng(seed)
-        done, steps = False, 0
-        while not done:
-            if actor == "expert":
-                action = quantize_action(env.unwrapped.expert_action())
-            else:
-                action = rng.uniform(-1, 1, 4).astype(np.float32)
-            _, _, terminated, truncated, info = env.step(action)
-            done, steps = terminated or truncated, steps + 1
-        if terminated != info["is_success"]:
-            raise TaskContractError(
-                f"task {task_label(env.unwrapped)}, seed {seed}: the episode ended with "
-                f"terminated={terminated} but is_success={info['is_success']}; an episode "
-                "terminates exactly when it succeeds"
-            )
-        successes.append(bool(info["is_success"]))
-        lengths.append(steps)
-    return float(np.mean(successes)), float(np.mean(lengths))
-
-
-def check_task(task: str, episodes: int = 20, scene_seeds: int = 20) -> list[CheckResult]:
-    """Every check of `autodidact check-task` for one task, in order; stops after a check that
-    leaves nothing to run (the task does not load)."""
-    import gymnasium
-    from gymnasium.utils.env_checker import check_env
-
-    import envs
-
-    results: list[CheckResult] = []
-
-    def run(check: str, body: Callable[[], str]) -> bool:
-        try:
-            detail = body()
-        except Exception as err:  # noqa: BLE001 -- a check reports any failure as a row
-            results.append(CheckResult(check, False, f"{type(err).__name__}: {err}"))
-            return False
-        results.append(CheckResult(check, True, detail))
-        return True
-
-    task_id = envs.resolve(task)
-    if not run("loads", lambda: f"{envs.load_task(task_id).__module__}"):
-        return results
-    env = envs.make(task_id)
-    try:
-
-        def scenes() -> str:
-            instructions = set()
-            for seed in range(scene_seeds):
-                obs, _ = env.reset(seed=seed)
-                check_scene(env.unwrapped)
-                instructions.add(obs["instruction"])
-            if len(instructions) < 3:
-                raise TaskContractError(
-                    f"task {task_label(env.unwrapped)}: seeds 0-{scene_seeds - 1} give "
-                    f"{len(instructions)} different instruction(s) {sorted(instructions)}; "
-                    "expected at least 3 (vary the named goal and the template with the seed)"
-                )
-            return f"{scene_seeds} seeds, {len(instructions)} different instructions"
-
-        run("contract (goal, goals, reward terms)", scenes)
-
-        def gymnasium_api() -> str:
-            rendered = gymnasium.make(task_id, render_mode="rgb_array")
-            try:
-                check_env(rendered.unwrapped, skip_render_check=False)
-            finally:
-                rendered.close()
-            return "gymnasium.utils.env_checker.check_env passes"
-
-        run("gymnasium API", gymnasium_api)
-
-        def deterministic() -> str:
-            first = env.reset(seed=7)[0]["image"].copy()
-            env.reset(seed=8)
-            again = env.reset(seed=7)[0]["image"]
-            if not np.array_equal(first, again):
-                raise AssertionError("reset(seed=7) twice gave different images")
-            return "same seed, same first frame"
-
-        run("seeded reset", deterministic)
-
-        def expert() -> str:
-            rate, length = success_rate(env, range(1000, 1000 + episodes), "expert")
-            if rate < 0.9:
-                raise AssertionError(
-                    f"expert success {rate:.2f} over {episodes} seeds; expected >= 0.90 (watch it "
-                    f"with `autodidact expert {task} --video expert.mp4`)"
-                )
-            return f"expert success {rate:.2f} over {episodes} seeds (mean length {length:.1f})"
-
-        run("scripted expert >= 0.90", expert)
-
-        def random() -> str:
-            rate, _ = success_rate(env, range(episodes), "random")
-            if rate > 0.1:
-                raise AssertionError(
-                    f"random-action success {rate:.2f} over {episodes} seeds; expected <= 0.10 "
-                    "(the task is too easy to show learning: tighten the success predicate)"
-                )
-            return f"random-action success {rate:.2f} over {episodes} seeds"
-
-        run("random actions <= 0.10", random)
-    finally:
-        env.close()
-    return results

@@ -22,14 +22,7 @@ import mujoco
 # isort: on
 
 from envs import contract
-
-COLORS: dict[str, tuple[float, float, float, float]] = {
-    "red": (0.9, 0.12, 0.1, 1.0),
-    "green": (0.1, 0.72, 0.15, 1.0),
-    "blue": (0.12, 0.3, 0.95, 1.0),
-    "yellow": (0.95, 0.85, 0.1, 1.0),
-}
-"""The object colours, chosen to stay distinct at 64x64."""
+from envs.colors import COLORS  # noqa: F401 -- tasks import COLORS from here
 
 ACTION_DIM = 4
 MAX_MOVE = 0.04

@@ -5,7 +5,8 @@ import pytest
 
 import envs
 from agent import Policy
-from train.collect.episodes import Job, all_goal_jobs, collect_episodes, make_vector_env
+from train.collect.episodes import all_goal_jobs, collect_episodes, make_vector_env
+from verifiers.episode import Job
 
 REACH = envs.resolve("reach")
 
@@ -120,3 +121,24 @@ def test_async_vector_env_gives_the_same_episodes():
 def test_bad_policy_name():
     with pytest.raises(ValueError, match="unknown policy 'exprt'"):
         collect_episodes([Job(REACH, 0)], "exprt")
+
+
+def test_collect_takes_a_policy_an_actor_or_a_name_and_names_anything_else():
+    from train.collect.episodes import ExpertActor, PolicyActor, as_actor
+
+    actor = ExpertActor()
+    assert as_actor(actor) is actor and isinstance(as_actor("expert"), ExpertActor)
+    from agent import Policy
+
+    assert isinstance(as_actor(Policy.from_preset("tiny", seed=0)), PolicyActor)
+
+    class NoStart:
+        policy_id = "x"
+
+        def act(self, obs, active, vec):
+            raise AssertionError
+
+    with pytest.raises(TypeError, match="expected an agent.Policy, an actor"):
+        as_actor(NoStart())
+    with pytest.raises(ValueError, match="unknown policy 'greedy'"):
+        as_actor("greedy")

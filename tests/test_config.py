@@ -89,22 +89,42 @@ def test_an_update_seed_that_would_be_ignored_is_refused():
         load_campaign_config(preset="tiny", overrides=["optimize.sft.seed=7"])
     with pytest.raises(ValueError, match=r"demos\.sft\.seed=3 would have no effect"):
         load_campaign_config(preset="tiny", overrides=["demos.sft.seed=3"])
+    # a run directory written by an earlier version stores `seed = 0` in every section
+    assert load_campaign_config(preset="tiny", overrides=["optimize.sft.seed=0"]) == (
+        load_campaign_config(preset="tiny")
+    )
     config = load_campaign_config(preset="tiny", overrides=["seed=7"])
     assert (config.update_seed(0), config.update_seed(2)) == (7, 7002)
     assert (config.organize_seed(2), config.collect_seed(2, 1)) == (9, 7 * 1_000_003 + 2019)
 
 
-def test_rl_temperature_must_be_the_rollout_temperature():
+def test_rl_takes_its_temperature_from_collection():
     with pytest.raises(
-        ValueError, match=r"optimize\.rl\.temperature=1\.0 differs from collect\.temperature=0\.7"
+        ValueError,
+        match=r"optimize\.rl\.temperature=0\.9 would have no effect: .*collect\.temperature=0\.7",
     ):
-        load_campaign_config(preset="tiny", overrides=["collect.temperature=0.7"])
-    same = ["collect.temperature=0.7", "optimize.rl.temperature=0.7"]
-    assert load_campaign_config(preset="tiny", overrides=same).optimize.rl.temperature == 0.7
-    # Without RL in the sequence, nothing reads RL's temperature.
-    load_campaign_config(
-        preset="tiny", overrides=["collect.temperature=0.7", 'optimize.sequence=["sft"]']
+        load_campaign_config(
+            preset="tiny", overrides=["collect.temperature=0.7", "optimize.rl.temperature=0.9"]
+        )
+    same = ["collect.temperature=0.7", "optimize.rl.temperature=0.7"]  # an earlier version's run
+    assert load_campaign_config(preset="tiny", overrides=same) == load_campaign_config(
+        preset="tiny", overrides=same[:1]
     )
+
+
+def test_an_update_section_outside_the_sequence_is_warned_about_and_not_stored(caplog):
+    from train.campaign.config import stored_dict
+
+    with caplog.at_level("WARNING", logger="train.campaign.config"):
+        config = load_campaign_config(
+            preset="tiny", overrides=['optimize.sequence=["sft"]', "optimize.rl.lr=0.5"]
+        )
+    assert "optimize.rl is set but optimize.sequence=['sft'] does not run it" in caplog.text
+    assert set(stored_dict(config)["optimize"]) == {"sequence", "sft"}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="train.campaign.config"):
+        load_campaign_config(preset="default")
+    assert caplog.text == ""
 
 
 def test_a_config_loads_quickly_without_torch():
@@ -136,3 +156,21 @@ def test_learned_verifiers_can_be_named(tmp_path):
     assert isinstance(built[-1], SuccessClassifier) and len(built) > 2
     with pytest.raises(ValueError, match="unknown verifier 'oracle'"):
         load_campaign_config(preset="tiny", overrides=['verify.verifiers=["oracle"]'])
+
+
+def test_the_organize_options_reach_the_round_data():
+    config = load_campaign_config(
+        preset="tiny",
+        overrides=[
+            'organize.balance="upsample"',
+            "organize.max_per_task=5",
+            "organize.max_pairs_per_group=2",
+        ],
+    )
+    assert (config.organize.balance, config.organize.max_per_task) == ("upsample", 5)
+    with pytest.raises(ValueError, match=r"organize\.balance: 'even' is not one of"):
+        load_campaign_config(preset="tiny", overrides=['organize.balance="even"'])
+    with pytest.raises(ValueError, match=r"organize\.max_pairs_per_group"):
+        load_campaign_config(preset="tiny", overrides=["organize.max_pairs_per_group=0"])
+    legacy = load_campaign_config(preset="tiny", overrides=["organize.balance=true"])
+    assert legacy.organize.balance == "downsample"  # a run directory of an earlier version

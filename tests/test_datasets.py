@@ -16,6 +16,7 @@ from train.organize.datasets import (
     build_sft_set,
 )
 from verifiers import AllOf, ContactForceRule, EnvironmentVerifier, relabel
+from verifiers.stage import decide
 
 SEEDS = (0, 1, 2, 3)
 
@@ -48,17 +49,18 @@ def test_sft_set_keeps_verified_successes_without_duplicates(pool):
     assert len(build_sft_set(pool, dedup=False)) == sum(e.is_success for e in pool)
 
 
-def test_sft_set_applies_verdicts(pool):
-    verifier = AllOf(EnvironmentVerifier(), ContactForceRule(max_force=100.0))
-    verdicts = verifier.verify(pool)
-    sft = build_sft_set(pool, verdicts, dedup=False)
+def test_sft_set_applies_decisions(pool):
+    decisions = decide(pool, [EnvironmentVerifier(), ContactForceRule(max_force=100.0)])
+    sft = build_sft_set(pool, decisions, dedup=False)
     rough = {
         e.episode_id for e in pool if e.step_info["contact_force"].max() > 100.0 and e.is_success
     }
     assert rough, "no successful episode had a contact above 100 N"
     assert {e.episode_id for e in sft} == {e.episode_id for e in pool if e.is_success} - rough
-    with pytest.raises(ValueError, match="no verdict for"):
-        build_sft_set(pool, verdicts[:-1])
+    with pytest.raises(ValueError, match="one decision per episode"):
+        build_sft_set(pool, decisions[:-1])
+    combined = decide(pool, [AllOf(EnvironmentVerifier(), ContactForceRule(max_force=100.0))])
+    assert [d.passed for d in combined] == [d.passed for d in decisions]
 
 
 def test_sft_set_balances_tasks():
@@ -126,8 +128,8 @@ def test_dpo_pairs_pair_a_success_with_a_failure_of_the_same_start(pool):
         assert len(set(chosen)) == len(chosen) and len(set(rejected)) == len(rejected)
 
 
-def test_dpo_pairs_follow_verdicts(pool):
-    verdicts = ContactForceRule(max_force=100.0).verify(pool)
-    outcome = {v.episode_id: v.passed for v in verdicts}
-    for pair in build_dpo_pairs(pool, verdicts):
+def test_dpo_pairs_follow_decisions(pool):
+    decisions = decide(pool, [ContactForceRule(max_force=100.0)])
+    outcome = {d.episode_id: d.passed for d in decisions}
+    for pair in build_dpo_pairs(pool, decisions):
         assert outcome[pair.chosen.episode_id] and not outcome[pair.rejected.episode_id]

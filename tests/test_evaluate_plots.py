@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from train.campaign.runlog import RunLog
 from train.results.evaluate import TaskResult, eval_jobs, eval_metrics, wilson_interval
 from train.results.plots import plot_campaign, plot_comparison, read_metrics
+from train.rundir.runlog import RunLog
 
 
 def test_wilson_interval_matches_hand_computed_values():

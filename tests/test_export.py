@@ -12,8 +12,10 @@ import pytest
 
 from train.campaign.config import load_campaign_config
 from train.campaign.loop import Campaign
+from train.cli.commands import export
 from train.collect.store import EpisodeStore
-from train.results.export import export, export_lerobot
+from train.results.export import export as export_run
+from train.results.export import export_lerobot
 
 FPS = 10
 
@@ -301,3 +303,5 @@ def test_cli_entry_point_prints_a_summary(campaign, tmp_path, capsys):
     assert line.endswith(str(tmp_path / "out"))
     with pytest.raises(ValueError, match="unknown export format 'rlds'.*lerobot"):
         export(argparse.Namespace(**{**vars(args), "format": "rlds"}))
+    with pytest.raises(ValueError, match="unknown export format 'rlds'.*lerobot"):
+        export_run(campaign, tmp_path / "rlds", "rlds")

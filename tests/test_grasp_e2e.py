@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from agent.policy import Policy
-from train.collect.episodes import ExpertActor, Job, collect_episodes
+from train.collect.episodes import ExpertActor, collect_episodes
 from train.results.evaluate import evaluate, grasp_breakdown
 from train.updates.config import SFTConfig
 from train.updates.sft import sft_update
+from verifiers.episode import Job
 
 TASK = "autodidact/PickPlaceCube-v0"
 NUM_DEMOS = 300
@@ -33,7 +34,6 @@ CONFIG = SFTConfig(
     augment_shift=4,
     weight_decay=1e-4,
     min_lr_ratio=0.0,
-    seed=0,
 )
 
 pytestmark = pytest.mark.slow

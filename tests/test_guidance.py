@@ -14,7 +14,7 @@ import torch
 
 from agent import Policy
 from train.collect.chunks import Chunk, collect_chunk
-from train.collect.episodes import Job, PolicyActor, collect_episodes
+from train.collect.episodes import PolicyActor, collect_episodes
 from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance
 from train.collect.guided import GuidedActor
 from train.collect.store import EpisodeStore
@@ -22,6 +22,7 @@ from train.organize.datasets import DPOPair
 from train.updates.batching import episode_steps, step_logprobs
 from train.updates.dpo import pair_steps
 from train.updates.rl import group_steps
+from verifiers.episode import Job
 
 MAX_STEPS = 24
 
@@ -71,6 +72,9 @@ def test_a_drawn_takeover_step_belongs_to_the_episode_not_the_batch(policy):
 def test_a_stalled_policy_hands_over():
     class Still:  # a policy that never moves: the bins of a zero move, fingers open
         policy_id = "still"
+
+        def start(self, slots, jobs):
+            pass
 
         def act(self, obs, active, vec):
             bins = np.full((vec.num_envs, 4), 128, dtype=np.int64)

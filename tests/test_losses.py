@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from train.updates.config import OptimConfig, RLConfig
 from train.updates.losses import dpo_loss, group_advantages, grpo_loss, kl_k3, sft_loss
 from train.updates.optim import lr_factor, num_optimizer_steps
+from train.updates.rl import rl_objective
 
 
 def test_sft_loss_is_mean_negative_logprob_over_unmasked_tokens():
@@ -144,8 +145,8 @@ def test_configs_reject_bad_values():
         OptimConfig(schedule="linear")
     with pytest.raises(ValueError, match="batch_size"):
         OptimConfig(batch_size=0)
-    with pytest.raises(ValueError, match="temperature"):
-        RLConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        rl_objective(None, [], temperature=0.0)
 
 
 def test_asymmetric_clipping_lets_good_tokens_grow_further_than_bad_ones_shrink():
@@ -204,3 +205,37 @@ def test_episode_aggregation_weighs_every_episode_alike():
     assert episode.item() == pytest.approx(0.0)  # one good episode, one bad: they cancel
     with pytest.raises(ValueError, match="unknown aggregation 'sum'"):
         RLConfig(aggregation="sum")
+
+
+def test_negative_weight_scales_only_the_failures_advantages():
+    from train.organize.datasets import RLGroup
+    from train.updates.rl import group_steps
+    from verifiers.episode import Episode
+
+    def episode(i: int, success: bool) -> Episode:
+        n = 3 + i
+        return Episode(
+            task_id="t",
+            env_seed=0,
+            instruction="x",
+            actions=np.zeros((n, 4), np.float32),
+            action_bins=np.zeros((n, 4), np.int64),
+            logprobs=np.full((n, 4), -1.0, np.float32),
+            rewards=np.zeros(n, np.float32),
+            is_success=success,
+            truncated=not success,
+            states=np.zeros((n + 1, 4), np.float32),
+            frames=np.zeros((n + 1, 8, 8, 3), np.uint8),
+            episode_id=f"e{i}",
+        )
+
+    members = [episode(0, True), episode(1, False), episode(2, False)]
+    group = RLGroup("t", 0, "x", members, np.array([1.0, 0.0, 0.0], np.float32))
+    _, full, _ = group_steps([group])
+    _, half, _ = group_steps([group], negative_weight=0.5)
+    _, none, _ = group_steps([group], negative_weight=0.0)
+    assert torch.equal(half[full > 0], full[full > 0]) and (full > 0).sum() == 3
+    assert torch.allclose(half[full < 0], 0.5 * full[full < 0])
+    assert torch.all(none[full < 0] == 0.0)
+    with pytest.raises(ValueError, match="negative_weight must be in"):
+        RLConfig(negative_weight=1.5)

@@ -9,12 +9,13 @@ import torch
 from agent import Policy
 from agent.action_tokens import actions_to_bins, bins_to_actions, bins_to_positions
 from train.collect.chunking import ChunkExecutor, ensemble_weights
-from train.collect.episodes import ExpertActor, Job, collect_episodes
+from train.collect.episodes import ExpertActor, collect_episodes
 from train.organize.waypoints import keyframes, waypoint_targets
 from train.results.evaluate import grasp_breakdown
 from train.updates.batching import episode_steps, step_logprobs
 from train.updates.config import SFTConfig
 from train.updates.sft import sft_update
+from verifiers.episode import Job
 
 
 @pytest.fixture(scope="module")

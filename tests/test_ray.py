@@ -20,7 +20,6 @@ from agent import Policy
 from train.campaign.config import load_campaign_config
 from train.campaign.loop import Campaign
 from train.collect.chunks import LocalCollector, make_chunks
-from train.collect.episodes import Job
 from train.collect.store import EpisodeStore
 from train.collect.workers import (
     RayCollector,
@@ -29,6 +28,7 @@ from train.collect.workers import (
     egl_device_env,
     worker_env,
 )
+from verifiers.episode import Job
 
 REACH = envs.resolve("reach")
 # The tiny preset, smaller evaluation: every stage (demos, collect, verify, SFT, RL, DPO, eval).

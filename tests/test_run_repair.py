@@ -201,7 +201,7 @@ def test_verify_run_gives_the_advice_resume_follows(finished, tmp_path):
 
 
 def test_a_run_of_an_earlier_version_lacks_checksum_records_and_is_sound(finished, tmp_path):
-    """The rule for runs an earlier version wrote (`train.campaign.integrity`): no records.json
+    """The rule for runs an earlier version wrote (`train.rundir.integrity`): no records.json
     and no checksum record; its store may lack the manifest (written before it existed)."""
     run = _copy(finished, tmp_path)
     _earlier_version(run)

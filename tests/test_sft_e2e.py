@@ -16,10 +16,11 @@ import torch
 import envs
 from agent.action_tokens import actions_to_bins
 from agent.policy import Policy
-from train.collect.episodes import Job, collect_episodes
+from train.collect.episodes import collect_episodes
 from train.results.evaluate import evaluate
 from train.updates.config import SFTConfig
 from train.updates.sft import sft_update
+from verifiers.episode import Job
 
 TASK = "autodidact/ReachBall-v0"
 PRESET = "tiny_vision"
@@ -31,7 +32,7 @@ PROBE_SEED_BASE = 700_000
 STRAIGHT_AHEAD_BINS = 8
 """An expert x action within this many bins of the centre (~3 mm) counts as straight ahead."""
 CONFIG = SFTConfig(
-    lr=1e-3, batch_size=32, epochs=1000, max_steps=1200, warmup_steps=50, schedule="cosine", seed=0
+    lr=1e-3, batch_size=32, epochs=1000, max_steps=1200, warmup_steps=50, schedule="cosine"
 )
 
 

@@ -9,14 +9,14 @@ import torch
 
 import envs
 from agent.policy import Policy
-from train.collect.episodes import Job, collect_episodes
+from train.collect.episodes import collect_episodes
 from train.organize.datasets import DPOPair, RLGroup
 from train.updates.batching import episode_steps, step_logprobs
 from train.updates.config import DPOConfig, RLConfig, SFTConfig
 from train.updates.dpo import backward_pairs, dpo_objective, dpo_update, pair_steps
 from train.updates.rl import rl_objective, rl_update
 from train.updates.sft import sft_objective, sft_update
-from verifiers.episode import Episode
+from verifiers.episode import Episode, Job
 
 TASK = "reach"
 SEEDS = (0, 1, 2)
@@ -102,8 +102,8 @@ def test_sft_update_moves_weights_and_lowers_its_loss(demos, lora):
     policy = Policy.from_preset("tiny", seed=0)
     before_loss = sft_objective(policy, demos)
     before = snapshot(policy)
-    config = SFTConfig(lr=2e-3, epochs=3, batch_size=8, lora=lora, lora_rank=4, seed=1)
-    metrics = sft_update(policy, demos, config)
+    config = SFTConfig(lr=2e-3, epochs=3, batch_size=8, lora=lora, lora_rank=4)
+    metrics = sft_update(policy, demos, config, seed=1)
     check_moved(policy, before, lora)
     policy.model.eval()
     after_loss = sft_objective(policy, demos)
@@ -127,6 +127,10 @@ def test_rl_update_raises_the_advantaged_episodes(rl_groups, lora):
     success_logprob = step_logprobs(policy, episode_steps([g.episodes[0] for g in rl_groups]))
     recorded = np.concatenate([g.episodes[0].logprobs for g in rl_groups])
     assert success_logprob.sum() > recorded.sum()
+    # and the failures' actions, sampled by the policy itself, lost probability
+    failure_logprob = step_logprobs(policy, episode_steps([g.episodes[1] for g in rl_groups]))
+    failure_recorded = np.concatenate([g.episodes[1].logprobs for g in rl_groups])
+    assert failure_logprob.sum() < failure_recorded.sum()
     assert 0.0 < metrics["train/rl_clip_frac"] < 1.0
     assert (metrics["train/kl"] > 0.0) == lora
     assert metrics["train/rl_groups_used"] == len(rl_groups)
@@ -213,7 +217,7 @@ def test_same_seed_same_weights(demos):
     weights = []
     for seed in (3, 3, 4):
         policy = Policy.from_preset("tiny", seed=0)
-        sft_update(policy, demos, SFTConfig(lr=1e-3, batch_size=4, max_steps=3, seed=seed))
+        sft_update(policy, demos, SFTConfig(lr=1e-3, batch_size=4, max_steps=3), seed=seed)
         weights.append(snapshot(policy))
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
     assert not all(torch.equal(weights[0][n], weights[2][n]) for n in weights[0])

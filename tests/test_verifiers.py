@@ -39,6 +39,7 @@ class Abstain:
     """A verifier with no opinion on anything (the `passed=None` case)."""
 
     name = "abstain"
+    judges_outcome = False
 
     def verify(self, episodes):
         return [Verdict(e.episode_id, self.name, None, 0.5, "no opinion") for e in episodes]
@@ -159,13 +160,14 @@ def test_weighted_thresholds_the_weighted_score(expert, random):
 def test_composition_rejects_bad_members(expert):
     class Short:
         name = "short"
+        judges_outcome = False
 
         def verify(self, episodes):
             return []
 
     with pytest.raises(ValueError, match="returned 0 verdicts for 1 episodes"):
         AllOf(Short()).verify(expert[:1])
-    with pytest.raises(TypeError, match="expected an object with `name`"):
+    with pytest.raises(TypeError, match="expected a `verifiers.base.Verifier`"):
         AllOf(lambda episodes: [])
     with pytest.raises(ValueError, match="at least one verifier"):
         AnyOf()

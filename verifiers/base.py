@@ -15,6 +15,11 @@ class Verifier(Protocol):
     """Judges episodes: one `Verdict` per episode, in order. `passed=None` means no opinion."""
 
     name: str
+    """The name its verdicts carry (`Verdict.verifier`)."""
+    judges_outcome: bool
+    """True when its verdict says whether the instruction was achieved (the environment, a time
+    limit, a learned success judge); False for a rule about how it was done. Hindsight
+    relabelling redefines the instruction, so only a failing rule blocks it."""
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]: ...
 
@@ -44,6 +49,13 @@ def require_frames(episode: Episode, verifier: str) -> np.ndarray:
             f"{frames.dtype} shape {frames.shape}; expected uint8 [T + 1, H, W, 3]"
         )
     return frames
+
+
+def all_passed(verdicts: Sequence[Verdict]) -> bool | None:
+    """The pass rule: True when every verdict with an opinion passed, False when one failed, None
+    when none had an opinion. A verified episode is one whose verdicts give True."""
+    opinions = [v.passed for v in verdicts if v.passed is not None]
+    return all(opinions) if opinions else None
 
 
 def verdicts_by_episode(verdicts: Sequence[Verdict]) -> dict[str, list[Verdict]]:

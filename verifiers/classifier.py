@@ -79,6 +79,7 @@ class SuccessClassifier:
     """Verifier: a CNN that predicts `is_success` from the final frame and the instruction."""
 
     name = "success_classifier"
+    judges_outcome = True
 
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         self.config = config or ClassifierConfig()

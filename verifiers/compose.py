@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from verifiers.base import Verifier
+from verifiers.base import Verifier, all_passed
 from verifiers.episode import Episode, Verdict
 
 
@@ -29,7 +29,7 @@ def _check_members(kind: str, verifiers: Sequence[Verifier]) -> list[Verifier]:
     for verifier in verifiers:
         if not isinstance(verifier, Verifier):
             raise TypeError(
-                f"{kind} got {verifier!r}; expected an object with `name` and `verify(episodes)`"
+                f"{kind} got {verifier!r}; expected a `verifiers.base.Verifier`: an object with `name`, `judges_outcome` and `verify(episodes)`"
             )
     return verifiers
 
@@ -46,6 +46,7 @@ class AllOf:
 
     def __init__(self, *verifiers: Verifier, name: str | None = None) -> None:
         self.verifiers = _check_members("AllOf", verifiers)
+        self.judges_outcome = all(v.judges_outcome for v in self.verifiers)
         self.name = name or "all(" + ",".join(v.name for v in self.verifiers) + ")"
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
@@ -53,7 +54,7 @@ class AllOf:
         for episode, verdicts in zip(episodes, _run_all(self.verifiers, episodes), strict=True):
             opinions = [v for v in verdicts if v.passed is not None]
             failed = [v for v in opinions if not v.passed]
-            passed = None if not opinions else not failed
+            passed = all_passed(verdicts)
             score = min((v.score for v in opinions), default=0.5)
             reason = "failed " + _explain(failed) if failed else "passed " + _explain(opinions)
             results.append(Verdict(episode.episode_id, self.name, passed, score, reason))
@@ -65,6 +66,7 @@ class AnyOf:
 
     def __init__(self, *verifiers: Verifier, name: str | None = None) -> None:
         self.verifiers = _check_members("AnyOf", verifiers)
+        self.judges_outcome = all(v.judges_outcome for v in self.verifiers)
         self.name = name or "any(" + ",".join(v.name for v in self.verifiers) + ")"
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
@@ -98,6 +100,7 @@ class Weighted:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"Weighted threshold must be in [0, 1]; got {threshold}")
         self.threshold = threshold
+        self.judges_outcome = all(v.judges_outcome for v in self.verifiers)
         self.name = (
             name
             or "weighted("

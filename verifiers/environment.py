@@ -17,6 +17,8 @@ class EnvironmentVerifier:
     """
 
     name = "environment"
+    judges_outcome = True
+    """Its verdict says whether the instruction was achieved (see `verifiers.base.Verifier`)."""
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
         verdicts = []

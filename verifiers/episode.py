@@ -1,4 +1,6 @@
-"""The plain values that flow between the loop's stages: an `Episode` and a `Verdict`."""
+"""The plain values that flow between the loop's stages: a `Job` (an episode to collect), an
+`Episode`, a `Verdict` and a `Decision` (an episode's verdicts and the pass, computed once), and
+the fixed held-out jobs. Every stage may import this module; it imports no stage."""
 
 from __future__ import annotations
 
@@ -74,3 +76,49 @@ class Verdict:
     score: float
     """In [0, 1]: 1 is a confident pass."""
     reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One episode's verification, decided once by the verify stage (`verifiers.stage`): every
+    verifier's verdict on it and the pass (`verifiers.base.all_passed`). Later stages read it;
+    none verifies again."""
+
+    episode_id: str
+    passed: bool
+    """Every verdict with an opinion passed, and at least one had an opinion."""
+    rule_failed: bool
+    """A verifier that does not judge the outcome (a rule) failed it: relabelling may not turn
+    it into a success."""
+    verdicts: tuple[Verdict, ...]
+    """The verdicts, in the order of the verifiers."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One episode to collect: which task, which reset seed, and an optional forced instruction."""
+
+    task_id: str
+    seed: int
+    tag: str = "k0"
+    """Distinguishes repeated episodes of the same (task, seed), e.g. the members of an RL group."""
+    instruction: str | None = None
+    """Name this goal of the seed's scene instead of the drawn one (one of the scene's
+    `possible_instructions`, in any template form); None keeps the drawn instruction."""
+
+    def episode_id(self, round: int) -> str:
+        """The id of this job's episode when collected in `round` (unique within a campaign)."""
+        return f"r{round}/{self.task_id}/s{self.seed}/{self.tag}"
+
+
+EVAL_SEED_BASE = 10_000_000
+"""Held-out evaluation seeds start here; demonstrations and rollouts use seeds far below it."""
+
+
+def eval_jobs(task_ids: list[str], episodes_per_task: int) -> list[Job]:
+    """The fixed held-out jobs: the same seeds for every round and every campaign."""
+    return [
+        Job(task_id, EVAL_SEED_BASE + i, tag="eval")
+        for task_id in task_ids
+        for i in range(episodes_per_task)
+    ]

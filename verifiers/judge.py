@@ -65,6 +65,7 @@ class MLLMJudge:
     """
 
     name = "mllm_judge"
+    judges_outcome = True
 
     def __init__(
         self, policy=None, config: JudgeConfig | None = None, *, preset: str = "tiny"

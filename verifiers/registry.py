@@ -24,11 +24,6 @@ LEARNED = {
 }
 """Learned verifier kinds: module, class, and the file its saved directory must hold."""
 
-OUTCOME_VERIFIERS = ("environment", "time_limit", "success_classifier", "mllm_judge")
-"""Verdicts on whether the instruction was achieved (in time), by the environment or a learned
-success judge: hindsight relabelling redefines the instruction, so their failing verdicts do not
-block it; every other (rule) verdict does."""
-
 
 def rule_names() -> list[str]:
     return [rule.name for rule in default_rules()]
@@ -75,8 +70,3 @@ def build_verifiers(names: Sequence[str]) -> list:
             module, cls, _ = LEARNED[kind]
             built.append(getattr(importlib.import_module(module), cls).load(directory))
     return built
-
-
-def verify(episodes: Sequence, names: Sequence[str]) -> list:
-    """Every named verifier's verdict on every episode (an episode is verified if all pass)."""
-    return [v for verifier in build_verifiers(names) for v in verifier.verify(episodes)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -39,6 +40,7 @@ class ActionSaturationRule:
     min_steps: int = 5
     """...and at least this many steps are (a short dash to a nearby target is not a collapse)."""
     name: str = "action_saturation"
+    judges_outcome: ClassVar[bool] = False
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
         verdicts = []
@@ -72,6 +74,7 @@ class ContactForceRule:
     """Largest tolerated contact normal force, N. The scripted experts of the six built-in tasks
     peak below 40 N; perturbed and random actions reach 100-270 N."""
     name: str = "contact_force"
+    judges_outcome: ClassVar[bool] = False
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
         verdicts = []
@@ -93,6 +96,7 @@ class ObjectsOffTableRule:
     """
 
     name: str = "objects_off_table"
+    judges_outcome: ClassVar[bool] = False
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
         verdicts = []
@@ -112,6 +116,7 @@ class FiniteStateRule:
     """Fails when states, actions or rewards contain NaN or inf (a diverged simulation)."""
 
     name: str = "finite_state"
+    judges_outcome: ClassVar[bool] = False
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
         verdicts = []
@@ -134,6 +139,9 @@ class TimeLimitRule:
     """
 
     name: str = "time_limit"
+    judges_outcome: ClassVar[bool] = True
+    """Whether the instruction was achieved in time: an outcome verdict (relabelling redefines
+    the instruction, so it does not block relabelling)."""
 
     def verify(self, episodes: Sequence[Episode]) -> list[Verdict]:
         verdicts = []

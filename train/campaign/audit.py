@@ -11,15 +11,16 @@ from pathlib import Path
 
 import envs
 from train.campaign.config import load_campaign_config
-from train.campaign.integrity import (
+from train.collect.store import MANIFEST, EpisodeStore, StoreError
+from train.rundir.files import RecordError
+from train.rundir.integrity import (
     RECORDS_FILE,
     RECORDS_FORMAT,
     checkpoint_problem,
     outcomes_problem,
     records_format,
 )
-from train.campaign.runlog import RecordError, RunLog, fix_for_metrics_line
-from train.collect.store import MANIFEST, EpisodeStore, StoreError
+from train.rundir.runlog import RunLog, fix_for_metrics_line
 
 
 @dataclass

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from train.campaign.typed_config import ConfigError, apply_overrides, from_dict, load_toml
+from train.campaign.typed_config import (
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    load_toml,
+    to_dict,
+)
 from train.collect.guidance import Guidance
 from train.updates import UPDATES
 from train.updates.config import DPOConfig, RLConfig, SFTConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 OPTIMIZERS = tuple(UPDATES)
+
+log = logging.getLogger(__name__)
 ROLLOUT_DTYPES = ("float32", "bfloat16")
 BACKENDS = ("local", "ray")
 VECTORIZATIONS = ("sync", "async")
@@ -116,8 +125,14 @@ class OrganizeSection:
     """Turn failed episodes whose final state achieves another instruction into successes for it."""
     dedup: bool = True
     """Drop SFT episodes that repeat another's task, seed, instruction and actions."""
-    balance: bool = False
-    """Subsample the SFT set so that every task contributes equally."""
+    balance: Literal["none", "downsample", "upsample"] = "none"
+    """Even out the tasks of the SFT set: `downsample` keeps as many episodes per task as the
+    rarest task has, `upsample` repeats the rarer tasks' episodes up to the commonest's count."""
+    max_per_task: int | None = None
+    """Cap every task's SFT episodes at this many (after balancing); unset: no cap."""
+    max_pairs_per_group: int | None = None
+    """DPO pairs kept per (seed, instruction) group (a seeded subset, reusing as few episodes
+    as it can); unset: every success with every failure."""
     replay_rounds: int = -1
     """Verified successes of how many past rounds (plus the demonstrations) form the SFT set; -1: all."""
 
@@ -222,22 +237,6 @@ class CampaignConfig:
                 f"collect.dtype={self.collect.dtype!r} is not supported; expected one of "
                 f"{ROLLOUT_DTYPES}"
             )
-        for where, update in self._updates():
-            if update.seed != 0:
-                raise ValueError(
-                    f"{where}.seed={update.seed} would have no effect: a campaign seeds every "
-                    "update from its own `seed` (see CampaignConfig.update_seed); set `seed` instead"
-                )
-        if (
-            "rl" in self.optimize.sequence
-            and self.optimize.rl.temperature != self.collect.temperature
-        ):
-            raise ValueError(
-                f"optimize.rl.temperature={self.optimize.rl.temperature} differs from "
-                f"collect.temperature={self.collect.temperature}: RL's importance ratios compare "
-                "the policy's log-probs with the rollouts' recorded ones, which were taken at the "
-                "collection temperature; set both to the same value"
-            )
         from train.collect.chunking import EXECUTIONS
 
         if self.eval.execution not in EXECUTIONS:
@@ -295,6 +294,9 @@ class CampaignConfig:
         for where, update in self._updates():
             if update.max_steps is not None:
                 counts.append((f"{where}.max_steps", update.max_steps, 1))
+        for key in ("max_per_task", "max_pairs_per_group"):
+            if getattr(self.organize, key) is not None:
+                counts.append((f"organize.{key}", getattr(self.organize, key), 1))
         return counts
 
     def _updates(self) -> list[tuple[str, Any]]:
@@ -335,11 +337,76 @@ def load_campaign_config(
         _merge(data, load_toml(path))
     apply_overrides(data, list(overrides or []))
     try:
+        _drop_derived_keys(data)
+        _warn_about_unused_sections(data)
         return from_dict(CampaignConfig, data)
     except ConfigError as err:
         if path is None or overrides:
             raise
         raise ConfigError(f"{str(path)!r}: {err}") from None
+
+
+DERIVED_KEYS = {
+    "seed": "a campaign seeds every update from its own `seed` (CampaignConfig.update_seed); "
+    "set the top-level `seed` instead",
+    "temperature": "RL's log-probs are compared with the rollouts', sampled at "
+    "`collect.temperature`; RL takes its temperature from there (set `collect.temperature`)",
+}
+"""Keys of the update sections that a campaign derives (`seed` of each, RL's `temperature`),
+with why. A value that would have no effect (seed 0, RL's temperature equal to the
+collection's: what a run directory written by an earlier version holds) is dropped; any other
+is refused."""
+
+
+def _drop_derived_keys(data: dict) -> None:
+    organize = data.get("organize", {})
+    if isinstance(organize.get("balance"), bool):  # a run directory of an earlier version
+        organize["balance"] = "downsample" if organize["balance"] else "none"
+    collect_temperature = data.get("collect", {}).get("temperature", CollectSection.temperature)
+    sections = [("demos.sft", data.get("demos", {}).get("sft"))] + [
+        (f"optimize.{name}", data.get("optimize", {}).get(name)) for name in OPTIMIZERS
+    ]
+    for where, section in sections:
+        if not isinstance(section, dict):
+            continue
+        if "seed" in section:
+            if section["seed"] != 0:
+                raise ConfigError(
+                    f"{where}.seed={section['seed']!r} would have no effect: {DERIVED_KEYS['seed']}"
+                )
+            del section["seed"]
+        if where == "optimize.rl" and "temperature" in section:
+            if section["temperature"] != collect_temperature:
+                raise ConfigError(
+                    f"optimize.rl.temperature={section['temperature']!r} would have no effect: "
+                    f"{DERIVED_KEYS['temperature']} (collect.temperature={collect_temperature})"
+                )
+            del section["temperature"]
+
+
+def _warn_about_unused_sections(data: dict) -> None:
+    """A log warning for each `optimize.<update>` section the sequence does not run."""
+    optimize = data.get("optimize", {})
+    sequence = optimize.get("sequence", list(OptimizeSection().sequence))
+    for name in OPTIMIZERS:
+        if isinstance(optimize.get(name), dict) and name not in sequence:
+            log.warning(
+                "optimize.%s is set but optimize.sequence=%s does not run it; it has no effect",
+                name,
+                sequence,
+            )
+
+
+def stored_dict(config: CampaignConfig) -> dict[str, Any]:
+    """The config as a run directory stores it (`config.toml`): every key, but of the update
+    sections only those the sequence runs (the others would have no effect)."""
+    data = to_dict(config)
+    data["optimize"] = {
+        key: value
+        for key, value in data["optimize"].items()
+        if key not in OPTIMIZERS or key in config.optimize.sequence
+    }
+    return data
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:

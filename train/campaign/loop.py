@@ -7,7 +7,7 @@ A campaign directory holds everything needed to resume, plot and audit it::
     state.json             the last completed step (for people; resuming reads the artifacts)
     episodes/              the episode store (every collected episode, demonstrations included)
     verdicts/round_K.jsonl every verifier's verdict on round K's episodes
-    records.json           the records format (`train.campaign.integrity`)
+    records.json           the records format (`train.rundir.integrity`)
     checkpoints/round_K/   the policy after round K (round 0: the seed policy), and beside it
                            round_K.checksums.json: each of its files' size and SHA-256
     partial/round_K.json   round K's record before its evaluation (a resume keeps it)
@@ -30,27 +30,19 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import envs
 from agent import Policy
 from agent.runtime import adapt_threads, available_cpus, requested_threads
-from train.campaign.config import CampaignConfig
-from train.campaign.integrity import (
-    RECORDS_FILE,
-    RECORDS_FORMAT,
-    record_checksums,
-    records_format,
-    write_records_format,
-)
+from train.campaign.config import CampaignConfig, stored_dict
 from train.campaign.repair import repair_run
-from train.campaign.runlog import RunLog, atomic_write_text
-from train.campaign.typed_config import ConfigError, dump_toml, to_dict
+from train.campaign.typed_config import ConfigError, dump_toml
 from train.collect.chunks import Chunk, make_chunks
 from train.collect.collectors import Collector, make_collector
-from train.collect.episodes import ExpertActor, Job
+from train.collect.episodes import ExpertActor
 from train.collect.guided import guidance_metrics, next_start_steps
 from train.collect.store import EpisodeStore, StoreError
 from train.organize import round_data as organize
@@ -67,14 +59,44 @@ from train.results.evaluate import (
     waypoint_pixels,
     write_video,
 )
-from train.updates import UPDATES
-from verifiers.episode import EXPERT_POLICY_ID, Episode
-from verifiers.registry import verify
+from train.rundir.files import atomic_write_text
+from train.rundir.integrity import (
+    RECORDS_FILE,
+    RECORDS_FORMAT,
+    record_checksums,
+    records_format,
+    write_records_format,
+)
+from train.rundir.runlog import RunLog
+from train.updates import UPDATES, RoundContext
+from verifiers.base import Verifier
+from verifiers.environment import EnvironmentVerifier
+from verifiers.episode import EXPERT_POLICY_ID, Episode, Job
+from verifiers.registry import build_verifiers
+from verifiers.stage import (
+    Verified,
+    decide,
+    decisions_from_verdicts,
+    verdicts_of,
+    verify_metrics,
+    verify_round,
+)
 
 log = logging.getLogger("autodidact")
 
 ROLLOUT_SEED_STRIDE = 1_000_000
 """Round K's rollouts use seeds K * stride + i; demonstrations use 0..N-1; evaluation 10_000_000 + i."""
+
+
+@dataclass
+class Collection:
+    """A round's collected episodes (in chunk order), and how the collection went."""
+
+    episodes: list[Episode]
+    steps_per_s: float | None
+    """Env-steps per second of what was collected now; None when all was read back from the store."""
+    refill_passes: int
+    """Dynamic sampling's refill passes among the chunks (`Campaign.refill_plan`)."""
 
 
 class Campaign:
@@ -88,13 +110,13 @@ class Campaign:
         self.runlog = RunLog(self.out)
         self.policy: Policy | None = None
         self.records_format = RECORDS_FORMAT
-        """What the run's records must hold (`train.campaign.integrity`); settled by `run`."""
-        self.last_steps_per_s: float | None = None
-        """Env-steps/s of the last collection (None when it was all read back from the store)."""
+        """What the run's records must hold (`train.rundir.integrity`); settled by `run`."""
         self._collector: Collector | None = None
         """Where episodes are collected (`collect.backend`): made on first use and kept for
         every collection and evaluation of the run (its vector envs cost ~0.1 s per slot to
         make; Ray workers seconds to start)."""
+        self._verifiers: list[Verifier] | None = None
+        self._verified_demos: Verified | None = None
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -120,7 +142,7 @@ class Campaign:
         self.out.mkdir(parents=True, exist_ok=True)
         self.records_format = self._settle_records_format(fresh)
         self.store.require_manifest = self.records_format >= 2
-        atomic_write_text(self.out / "config.toml", dump_toml(to_dict(cfg)) + "\n")
+        atomic_write_text(self.out / "config.toml", dump_toml(stored_dict(cfg)) + "\n")
         self.runlog.rebuild_tensorboard()
         threads = adapt_threads(force=True)
         fixed = "fixed by AUTODIDACT_THREADS / OMP_NUM_THREADS" if requested_threads() else "auto"
@@ -142,7 +164,7 @@ class Campaign:
         return self.finish()
 
     def _settle_records_format(self, fresh: bool) -> int:
-        """The run's records format (`train.campaign.integrity`), written down: the current one
+        """The run's records format (`train.rundir.integrity`), written down: the current one
         in a new directory; in an existing one without records.json, what its files show."""
         if fresh:
             write_records_format(self.out, RECORDS_FORMAT)
@@ -160,11 +182,13 @@ class Campaign:
         if self.checkpoint_dir(0).exists():
             self.policy = self.load_policy(0)
             return self.runlog.partial(0)
-        demos = self._collect(0, self.demonstrator(), "demos")
+        demos = self._collect(0, self.demonstrator(), "demos").episodes
         policy = self._fresh_policy()
-        config = replace(cfg.demos.sft, seed=cfg.update_seed(0))
+        context = RoundContext(seed=cfg.update_seed(0), temperature=cfg.collect.temperature)
         # a noise-injected demonstration can fail; the policy learns from the ones that succeed
-        metrics = UPDATES["sft"].run(policy, [e for e in demos if e.is_success], config)
+        metrics = UPDATES["sft"].run(
+            policy, [e for e in demos if e.is_success], cfg.demos.sft, context
+        )
         record = {
             "demos/episodes": len(demos),
             "demos/successes": sum(e.is_success for e in demos),
@@ -173,6 +197,7 @@ class Campaign:
         }
         self.runlog.save_partial(0, record)
         self._save(0, policy)
+        self.policy = self.load_policy(0)  # evaluate what was saved, as a resumed run does
         return record
 
     def improve_round(self, k: int) -> dict[str, Any]:
@@ -182,29 +207,32 @@ class Campaign:
             self.policy = self.load_policy(k)
             return self.runlog.partial(k)
         self.policy = self.load_policy(k - 1)
-        episodes = self._collect(k, self.policy, f"round {k}: collect")
+        collection = self._collect(k, self.policy, f"round {k}: collect")
+        episodes = collection.episodes
         record: dict[str, Any] = {
             "rollout/episodes": len(episodes),
             "rollout/successes": sum(e.is_success for e in episodes),
             "rollout/success_rate": sum(e.is_success for e in episodes) / max(1, len(episodes)),
         }
         if cfg.collect.min_mixed_groups:
-            record["rollout/refill_passes"] = len(self.refill_plan(k))
+            record["rollout/refill_passes"] = collection.refill_passes
             record["rollout/mixed_groups"] = sum(mixed_groups(episodes).values())
-        if self.last_steps_per_s is not None:
-            record["rollout/steps_per_s"] = self.last_steps_per_s
+        if collection.steps_per_s is not None:
+            record["rollout/steps_per_s"] = collection.steps_per_s
         if cfg.collect.guidance.mode != "none":
             starts = self.start_steps(k) if cfg.collect.guidance.mode == "demo_start" else None
             record.update(guidance_metrics(episodes, starts))
-        verdicts = verify(episodes, cfg.verify.verifiers)
-        self.runlog.write_verdicts(k, verdicts)
+        decisions = decide(episodes, self.verifiers)
+        self.runlog.write_verdicts(k, verdicts_of(decisions))
+        record.update(verify_metrics(decisions))
         data = organize.build_round_data(
-            self.store.load(where={"round": 0}, with_frames=True),
-            self._replayed_rounds(k, episodes, verdicts),
+            self.verified_demos(),
+            self._replayed_rounds(k, verify_round(episodes, decisions, cfg.organize.relabel)),
             cfg.organize,
             seed=cfg.organize_seed(k),
         )
         record.update(data.metrics)
+        context = RoundContext(seed=cfg.update_seed(k), temperature=cfg.collect.temperature)
         for name in cfg.optimize.sequence:
             update = UPDATES[name]
             payload = getattr(data, update.data)
@@ -212,23 +240,40 @@ class Campaign:
                 log.info("round %d: %s skipped, no data (%s)", k, name, update.needs)
                 record[f"train/{name}_skipped"] = 1
                 continue
-            config = replace(getattr(cfg.optimize, name), seed=cfg.update_seed(k))
-            record.update(update.run(self.policy, payload, config))
+            record.update(update.run(self.policy, payload, getattr(cfg.optimize, name), context))
         record.update(_input_reliance(self.policy, data.sft, cfg.update_seed(k)))
         self.runlog.save_partial(k, record)
         self._save(k, self.policy)
         return record
 
-    def _replayed_rounds(self, k: int, episodes: list[Episode], verdicts: list) -> list:
-        """(episodes, verdicts) of the rounds whose successes round k's SFT replays (oldest
-        first), this round's from memory, earlier ones from the store and the run log."""
+    def _replayed_rounds(self, k: int, current: Verified) -> list[Verified]:
+        """The verified sets of the rounds whose successes round k's SFT replays (oldest first):
+        earlier ones from the store and their stored verdicts, this round's as just verified."""
         replay = self.config.organize.replay_rounds
         first = 1 if replay < 0 else max(1, k - replay + 1)
-        earlier = [
-            (self.store.load(where={"round": j}, with_frames=True), self.runlog.read_verdicts(j))
-            for j in range(first, k)
-        ]
-        return [*earlier, (episodes, verdicts)]
+        outcome = {v.name for v in self.verifiers if v.judges_outcome}
+        earlier = []
+        for j in range(first, k):
+            episodes = self.store.load(where={"round": j}, with_frames=True)
+            decisions = decisions_from_verdicts(episodes, self.runlog.read_verdicts(j), outcome)
+            earlier.append(verify_round(episodes, decisions, self.config.organize.relabel))
+        return [*earlier, current]
+
+    @property
+    def verifiers(self) -> list[Verifier]:
+        """The verifiers `verify.verifiers` names, built on first use (a learned one loads its
+        model) and kept for the run."""
+        if self._verifiers is None:
+            self._verifiers = build_verifiers(self.config.verify.verifiers)
+        return self._verifiers
+
+    def verified_demos(self) -> Verified:
+        """The demonstrations (round 0 of the store) with their decisions: verified by the
+        environment, once per process."""
+        if self._verified_demos is None:
+            demos = self.store.load(where={"round": 0}, with_frames=True)
+            self._verified_demos = Verified(demos, decide(demos, [EnvironmentVerifier()]))
+        return self._verified_demos
 
     def evaluate_round(self, k: int) -> dict[str, Any]:
         cfg = self.config
@@ -302,9 +347,9 @@ class Campaign:
             for g in range(cfg.collect.group_size)
         ]
 
-    def chunks(self, k: int) -> list[Chunk]:
+    def chunks(self, k: int, plan: list[list[str]] | None = None) -> list[Chunk]:
         """Round k's chunks: its jobs cut into `collect.chunk_episodes`, then those of each
-        refill pass the round has needed so far (`refill_plan`)."""
+        refill pass of `plan` (default: the passes the round has needed so far, `refill_plan`)."""
         cfg = self.config
         sampling: dict[str, Any] = dict(
             temperature=cfg.collect.temperature, top_k=cfg.collect.top_k
@@ -315,8 +360,9 @@ class Campaign:
                 guidance=cfg.collect.guidance, start_steps=tuple(sorted(starts.items()))
             )
         passes = [self._jobs(k)]
-        if k >= 1 and cfg.collect.min_mixed_groups:
-            passes += [self._jobs(k, p, tasks) for p, tasks in enumerate(self.refill_plan(k), 1)]
+        if plan is None:
+            plan = self.refill_plan(k)
+        passes += [self._jobs(k, p, tasks) for p, tasks in enumerate(plan, 1)]
         chunks: list[Chunk] = []
         for jobs in passes:
             chunks += make_chunks(
@@ -337,6 +383,8 @@ class Campaign:
         where every rollout succeeds (or fails) ends. The plan stops at the first pass the store
         does not hold yet."""
         cfg = self.config.collect
+        if k < 1 or not cfg.min_mixed_groups:
+            return []
         try:
             stored = {e.episode_id: e for e in self.store.load(where={"round": k})}
         except StoreError:  # a store being repaired: its refill parts are collected again
@@ -363,20 +411,24 @@ class Campaign:
         records = [self.runlog.partial(j) for j in range(1, k)]
         return next_start_steps(self.config.collect.guidance, self.task_ids, records)
 
-    def _collect(self, k: int, policy: Any, desc: str) -> list[Episode]:
+    def _collect(self, k: int, policy: Any, desc: str) -> Collection:
         """Collect round k's chunks (`chunks`), and, while dynamic sampling asks for a refill
-        pass, its chunks too; the round's episodes in chunk order."""
-        steps, seconds, known = 0, 0.0, -1
+        pass, its chunks too."""
+        steps, seconds, known = 0, 0.0, None
         while True:
-            chunks = self.chunks(k)
-            if len(chunks) == known:
+            plan = self.refill_plan(k)
+            if plan == known:
                 break
+            chunks = self.chunks(k, plan)
             episodes, more_steps, more_seconds = self._collect_chunks(k, chunks, policy, desc)
-            steps, seconds, known = steps + more_steps, seconds + more_seconds, len(chunks)
+            steps, seconds, known = steps + more_steps, seconds + more_seconds, plan
         if seconds > 0:
             log.info("%s: %d env-steps at %.1f steps/s", desc, steps, steps / seconds)
-        self.last_steps_per_s = steps / seconds if seconds > 0 else None
-        return episodes
+        return Collection(
+            episodes,
+            steps_per_s=steps / seconds if seconds > 0 else None,
+            refill_passes=len(plan),
+        )
 
     def _collect_chunks(
         self, k: int, chunks: list[Chunk], policy: Any, desc: str

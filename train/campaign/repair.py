@@ -26,14 +26,14 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from train.campaign.integrity import (
+from train.collect.store import MANIFEST, PartProblem, StoreError
+from train.rundir.integrity import (
     ChecksumRecordError,
     checkpoint_problem,
     file_checksums,
     outcomes_problem,
     read_checksums,
 )
-from train.collect.store import MANIFEST, PartProblem, StoreError
 from verifiers.episode import Episode
 
 if TYPE_CHECKING:

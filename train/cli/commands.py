@@ -119,7 +119,6 @@ def eval(args: argparse.Namespace) -> int:
     import envs
     from agent import Policy
     from agent.runtime import adapt_threads
-    from train.campaign.integrity import checksum_problem
     from train.results.evaluate import (
         breakdown_lines,
         episode_metrics,
@@ -129,6 +128,7 @@ def eval(args: argparse.Namespace) -> int:
         waypoint_pixels,
         write_video,
     )
+    from train.rundir.integrity import checksum_problem
 
     _setup_logging()
     task_ids = [envs.resolve(t) for t in (args.tasks or envs.TASK_IDS)]
@@ -196,15 +196,39 @@ def plot(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from train.results.compare import compare
+    """`autodidact compare RUN_A[:ROUND] RUN_B[:ROUND] ... [--json]`."""
+    from train.results.compare import compare_runs, format_report
 
-    return compare(args)
+    baseline, results = compare_runs(args.runs)
+    if args.json:
+        print(json.dumps({"baseline": baseline.label, "comparisons": results}, indent=2))
+    else:
+        print(format_report(results))
+    sys.stdout.flush()
+    return 0
 
 
 def export(args: argparse.Namespace) -> int:
-    from train.results.export import export
+    """`autodidact export RUN_DIR --format lerobot --out DIR [--verified-only] [--tasks ...]
+    [--rounds ...] [--fps N]`: export, then print one line saying what was written."""
+    from train.results.export import CODEBASE_VERSION
+    from train.results.export import export as export_run
 
-    return export(args)
+    summary = export_run(
+        args.run_dir,
+        args.out,
+        args.format,
+        verified_only=args.verified_only,
+        tasks=args.tasks or None,
+        rounds=args.rounds or None,
+        fps=args.fps,
+    )
+    print(
+        f"exported {summary['episodes']} episodes ({summary['frames']} frames, "
+        f"{summary['tasks']} tasks) from {args.run_dir} as a LeRobotDataset {CODEBASE_VERSION} "
+        f"to {summary['out']}"
+    )
+    return 0
 
 
 def verify_run(args: argparse.Namespace) -> int:

@@ -78,8 +78,9 @@ def run_expert(
 ) -> ExpertReport:
     """Run the scripted expert for `episodes` episodes (seeds seed, seed+1, ...), recorded by the
     campaign's collector (actions quantized to action bins, as a perfect imitator would act)."""
-    from train.collect.episodes import Job, collect_episodes
+    from train.collect.episodes import collect_episodes
     from train.results.evaluate import write_video
+    from verifiers.episode import Job
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -168,7 +169,7 @@ def write_new_task(args: argparse.Namespace) -> int:
 
 def check_one_task(args: argparse.Namespace) -> int:
     """`autodidact check-task NAME`: the contract and success-rate checks as a pass/fail table."""
-    from envs.contract import check_task
+    from train.cli.check_task import check_task
 
     task_id = envs.resolve(args.task)
     results = check_task(task_id, episodes=args.episodes)

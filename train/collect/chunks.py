@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from train.collect.episodes import Job, as_actor, collect_episodes, make_vector_env
+from train.collect.episodes import as_actor, collect_episodes, is_policy, make_vector_env
 from train.collect.guidance import Guidance
 from train.collect.guided import GuidedActor
-from verifiers.episode import Episode
+from verifiers.episode import Episode, Job
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def collect_chunk(chunk: Chunk, policy: Any, vec: Any, progress: Any = None) -> 
 
 def _cast(policy: Any, dtype: str) -> Any:
     """A Policy in `dtype`; "expert", "random" and other actors as they are."""
-    return policy.with_dtype(dtype) if hasattr(policy, "with_dtype") else policy
+    return policy.with_dtype(dtype) if is_policy(policy) else policy
 
 
 class VectorEnvSpec:

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -15,26 +16,9 @@ import envs
 from agent.action_tokens import N_BINS, actions_to_bins, bins_to_actions
 from agent.runtime import adapt_threads
 from train.collect.chunking import ChunkExecutor
-from verifiers.episode import EXPERT_POLICY_ID, RANDOM_POLICY_ID, Episode
+from verifiers.episode import EXPERT_POLICY_ID, RANDOM_POLICY_ID, Episode, Job
 
 POLICY_KINDS = (EXPERT_POLICY_ID, RANDOM_POLICY_ID)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One episode to collect: which task, which reset seed, and an optional forced instruction."""
-
-    task_id: str
-    seed: int
-    tag: str = "k0"
-    """Distinguishes repeated episodes of the same (task, seed), e.g. the members of an RL group."""
-    instruction: str | None = None
-    """Name this goal of the seed's scene instead of the drawn one (one of the scene's
-    `possible_instructions`, in any template form); None keeps the drawn instruction."""
-
-    def episode_id(self, round: int) -> str:
-        """The id of this job's episode when collected in `round` (unique within a campaign)."""
-        return f"r{round}/{self.task_id}/s{self.seed}/{self.tag}"
 
 
 class TaskSlot(gym.Env):
@@ -193,6 +177,7 @@ class ActorStep:
     labelled the step, a chunk's offset, a predicted waypoint, ...)."""
 
 
+@runtime_checkable
 class Actor(Protocol):
     """What acts in `collect_episodes`: one batched choice of action bins per step.
 
@@ -201,14 +186,23 @@ class Actor(Protocol):
     that read the simulator, like the scripted expert); it returns action bins (int64
     [num_envs, action_dim]) and their log-probs under the actor (float32, NaN when it has
     none), or an `ActorStep`. Rows of inactive slots are ignored. `policy_id` is recorded in
-    every episode. An actor may also have `start(slots, jobs)`: called after those slots were
-    reset onto those jobs, before their first step (to forget a finished episode's plan, or to
-    seed an episode's own noise).
+    every episode. `start(slots, jobs)` is called after those slots were reset onto those jobs,
+    before their first step (to forget a finished episode's plan, or to seed an episode's own
+    noise; an actor with nothing to do there passes).
     """
 
     policy_id: str
 
+    def start(self, slots: Sequence[int], jobs: Sequence[Job]) -> None: ...
+
     def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv): ...
+
+
+def is_policy(obj: Any) -> bool:
+    """Whether `obj` is an `agent.Policy` (without importing torch: a process that never
+    imported `agent.policy` holds none)."""
+    module = sys.modules.get("agent.policy")
+    return module is not None and isinstance(obj, module.Policy)
 
 
 def _as_step(out) -> ActorStep:
@@ -369,6 +363,9 @@ class RandomActor:
         self.rng = np.random.default_rng(seed)
         self.n_bins = n_bins
 
+    def start(self, slots: Sequence[int], jobs: Sequence[Job]) -> None:
+        pass  # uniform draws from one stream: nothing per episode
+
     def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv):
         shape = (vec.num_envs, vec.single_action_space.shape[0])
         bins = self.rng.integers(0, self.n_bins, size=shape, dtype=np.int64)
@@ -394,8 +391,13 @@ def as_actor(
             f"unknown policy {policy!r}; expected an agent.Policy, an actor, or one of "
             f"{POLICY_KINDS}"
         )
-    if hasattr(policy, "act") and hasattr(policy, "policy_id") and not hasattr(policy, "model"):
-        return policy
+    if not is_policy(policy):
+        if isinstance(policy, Actor):
+            return policy
+        raise TypeError(
+            f"policy {policy!r}: expected an agent.Policy, an actor (`policy_id`, `start`, "
+            f"`act`: train.collect.episodes.Actor) or one of {POLICY_KINDS}"
+        )
     return PolicyActor(
         policy,
         greedy=greedy,
@@ -472,7 +474,7 @@ def collect_episodes(
             parking = [i for i in free[len(starting) :] if ended[i]]
             if starting or parking:
                 obs = _start(vec, obs, jobs, starting, parking, next_job, traces, job_of_slot)
-                if starting and hasattr(actor, "start"):
+                if starting:
                     actor.start(starting, jobs[next_job : next_job + len(starting)])
                 next_job += len(starting)
                 ended[starting + parking] = False

@@ -31,8 +31,9 @@ import numpy as np
 
 from agent.action_tokens import ACTION_DIM, actions_to_bins, bins_to_actions
 from envs import task_name
-from train.collect.episodes import ActorStep, Job, _as_step, job_rng
+from train.collect.episodes import ActorStep, _as_step, job_rng
 from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance, policy_acted
+from verifiers.episode import Job
 
 
 class GuidedActor:
@@ -64,8 +65,7 @@ class GuidedActor:
         self.start_steps = dict(start_steps or {})
 
     def start(self, slots: Sequence[int], jobs: Sequence[Job]) -> None:
-        if hasattr(self.inner, "start"):
-            self.inner.start(slots, jobs)
+        self.inner.start(slots, jobs)
         g = self.guidance
         for slot, job in zip(slots, jobs, strict=True):
             rng = job_rng(self.seed + 7919, job)  # a stream apart from the expert noise's

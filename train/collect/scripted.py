@@ -15,11 +15,13 @@ its seed alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from agent.action_tokens import actions_to_bins
-from train.collect.episodes import Job, collect_episodes
-from verifiers.episode import Episode
+from train.collect.episodes import collect_episodes
+from verifiers.episode import Episode, Job
 
 MODES = ("expert", "perturbed", "random", "distracted", "bang_bang", "slam")
 
@@ -33,6 +35,9 @@ class ScriptedActor:
         self.policy_id = mode
         self.mode, self.rng, self.noise = mode, rng, noise
         self._other_goal: dict[int, object] = {}
+
+    def start(self, slots: Sequence[int], jobs: Sequence[Job]) -> None:
+        pass  # a failure mode acts on the state it sees: nothing per episode
 
     def act(self, obs: dict, active: np.ndarray, vec) -> tuple[np.ndarray, np.ndarray]:
         shape = (vec.num_envs, vec.single_action_space.shape[0])

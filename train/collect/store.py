@@ -19,7 +19,7 @@ checks each part against its manifest entry (size, then SHA-256, once per file s
 deleted, truncated or changed is named, with its label, instead of silently missing. A store
 written before the manifest existed (no manifest.json) loads unchecked; its first append records
 its parts as they are. A store opened with `require_manifest` (a campaign's, from records format 2
-on: `train.campaign.integrity`) refuses to load part files without a manifest: there the missing
+on: `train.rundir.integrity`) refuses to load part files without a manifest: there the missing
 manifest is damage, and `recover_manifest` records again the parts its owner recognises.
 
 Frames are stored per episode as one lossless PNG strip (the T + 1 frames stacked vertically) in a

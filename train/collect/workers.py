@@ -124,26 +124,42 @@ def connect(address: str, num_cpus: int | None = None) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class WeightsKey:
+    """What a policy's weights are, by content: its settings (the id aside), a hash of the base
+    weights, one of the LoRA adapter's ("" without one), and the id episodes record."""
+
+    settings: str
+    base: str
+    adapter: str
+    policy_id: str
+
+    def same_base(self, other: WeightsKey) -> bool:
+        """Same structure and base weights: only the adapter (and the id) may differ."""
+        return (self.settings, self.base) == (other.settings, other.base)
+
+
+@dataclass(frozen=True)
+class WeightsMessage:
+    """What every chunk carries to a worker (object references, not the weights): the saved
+    policy (the spec) and, with LoRA on an unchanged base, adapter tensors loaded over it."""
+
+    key: WeightsKey
+    spec_id: int
+    """Which saved policy `spec` is (a worker loads a spec once)."""
+    spec: Any
+    """ObjectRef of {relative path: bytes}."""
+    delta: Any = None
+    """ObjectRef of {name: tensor}, or None."""
+
+
 @dataclass
 class _Weights:
-    """The driver's current policy as the workers receive it: a saved policy (the spec) and,
-    with LoRA, adapter tensors loaded over it."""
+    """The driver's current policy as published, and the in-place-update fingerprint that says
+    cheaply when it is unchanged."""
 
     fingerprint: tuple
-    key: tuple
-    spec_id: int
-    spec: Any  # ObjectRef of {relative path: bytes}
-    delta: Any = None  # ObjectRef of {name: tensor}, or None
-
-    def message(self) -> dict[str, Any]:
-        """What every chunk carries (object references, not the weights)."""
-        return {
-            "tag": self.key,
-            "policy_id": self.key[-1],
-            "spec_id": self.spec_id,
-            "spec": self.spec,
-            "delta": self.delta,
-        }
+    message: WeightsMessage
 
 
 def _digest(state: dict[str, Any], keep: Callable[[str], bool]) -> str:
@@ -193,7 +209,7 @@ class RolloutWorker:
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.policy = None
         self.spec_id = -1
-        self.tag: tuple | None = None
+        self.tag: WeightsKey | None = None
         self._casts: dict[str, Any] = {}
 
     def info(self) -> dict[str, Any]:
@@ -207,31 +223,33 @@ class RolloutWorker:
             "egl_device": os.environ.get("MUJOCO_EGL_DEVICE_ID"),
         }
 
-    def _hold(self, weights: dict[str, Any]) -> None:
+    def _hold(self, weights: WeightsMessage) -> None:
         import ray
 
         from agent import Policy
 
-        if self.tag == weights["tag"]:
+        if self.tag == weights.key:
             return
-        if self.spec_id != weights["spec_id"]:
-            files = ray.get(weights["spec"])
+        if self.spec_id != weights.spec_id:
+            files = ray.get(weights.spec)
             with tempfile.TemporaryDirectory(prefix="autodidact-worker-") as tmp:
                 for name, data in files.items():
                     path = Path(tmp) / name
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(data)
                 self.policy = Policy.from_pretrained(tmp, device=self.device)
-            self.spec_id = weights["spec_id"]
-        if weights["delta"] is not None:
-            self.policy.load_weights(ray.get(weights["delta"]))
-        self.policy.policy_id = weights["policy_id"]  # episodes record the driver's id
-        self.tag = weights["tag"]
+            self.spec_id = weights.spec_id
+        if weights.delta is not None:
+            self.policy.load_weights(ray.get(weights.delta))
+        self.policy.policy_id = weights.key.policy_id  # episodes record the driver's id
+        self.tag = weights.key
         self._casts = {}
 
-    def collect(self, chunk: Chunk, policy: Any, dtype: str = "float32") -> list[Episode]:
-        """`policy` is "expert", "random" or the driver's weights description."""
-        if isinstance(policy, dict):
+    def collect(
+        self, chunk: Chunk, policy: str | WeightsMessage, dtype: str = "float32"
+    ) -> list[Episode]:
+        """`policy` is "expert", "random" or the driver's weights (`WeightsMessage`)."""
+        if isinstance(policy, WeightsMessage):
             self._hold(policy)
             if dtype not in self._casts:
                 self._casts[dtype] = self.policy.with_dtype(dtype)
@@ -318,7 +336,7 @@ class RayCollector(VectorEnvSpec):
 
     # ---- weights ------------------------------------------------------------------------
 
-    def publish(self, policy: Any) -> dict[str, Any] | str:
+    def publish(self, policy: Any) -> WeightsMessage | str:
         """What the workers need to act as `policy`: "expert" / "random" as they are; for a
         Policy, its weights, put into the object store once per change of content.
 
@@ -333,7 +351,7 @@ class RayCollector(VectorEnvSpec):
         fingerprint = (policy.policy_id, policy.weights_fingerprint())
         w = self._weights
         if w is not None and w.fingerprint == fingerprint:
-            return w.message()
+            return w.message
         start = time.perf_counter()
         state = policy.weights()
         lora = policy.has_lora
@@ -342,14 +360,14 @@ class RayCollector(VectorEnvSpec):
         # The id is not part of the structure: a renamed policy (each round's checkpoint is
         # `round_K`) on an unchanged base still gets only its adapter sent, and its new id.
         settings = {k: v for k, v in vars(policy.settings).items() if k != "policy_id"}
-        key = (str(settings), base, adapter, policy.policy_id)
-        if w is not None and w.key == key:
+        key = WeightsKey(str(settings), base, adapter, policy.policy_id)
+        if w is not None and w.message.key == key:
             w.fingerprint = fingerprint
-            return w.message()
-        if w is not None and lora and w.key[:2] == key[:2]:
+            return w.message
+        if w is not None and lora and w.message.key.same_base(key):
             tensors = {k: v.detach().cpu().clone() for k, v in state.items() if _is_adapter(k)}
             sent = sum(t.numel() * t.element_size() for t in tensors.values())
-            spec_id, spec, delta = w.spec_id, w.spec, ray.put(tensors)
+            spec_id, spec, delta = w.message.spec_id, w.message.spec, ray.put(tensors)
         else:
             files = _saved_files(policy)
             sent = sum(len(b) for b in files.values())
@@ -359,7 +377,7 @@ class RayCollector(VectorEnvSpec):
         self._history.append(
             {"bytes": float(sent), "seconds": seconds, "adapter_only": float(delta is not None)}
         )
-        self._weights = _Weights(fingerprint, key, spec_id, spec, delta)
+        self._weights = _Weights(fingerprint, WeightsMessage(key, spec_id, spec, delta))
         log.info(
             "ray: weights of %s put once for all workers: %.1f MB%s in %.2f s",
             policy.policy_id,
@@ -367,7 +385,7 @@ class RayCollector(VectorEnvSpec):
             " (adapter only)" if delta is not None else "",
             seconds,
         )
-        return self._weights.message()
+        return self._weights.message
 
     @property
     def broadcasts(self) -> list[dict[str, float]]:

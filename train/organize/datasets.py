@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from verifiers.base import verdicts_by_episode
-from verifiers.episode import Episode, Verdict
+from verifiers.episode import Decision, Episode
 
 BALANCE_MODES = ("none", "downsample", "upsample")
 
@@ -33,24 +32,20 @@ class DPOPair:
     rejected: Episode
 
 
-def passed_episodes(episodes: Sequence[Episode], verdicts: Sequence[Verdict] | None) -> list[bool]:
-    """Per episode, whether it is verified: `is_success` when `verdicts` is None, else every verdict
-    about it (matched by `episode_id`, `passed=None` ignored) passed and at least one did."""
-    if verdicts is None:
+def passed_episodes(
+    episodes: Sequence[Episode], decisions: Sequence[Decision] | None
+) -> list[bool]:
+    """Per episode, whether it is verified: its decision's pass (`verifiers.stage.decide`), or
+    `is_success` when `decisions` is None (the environment's own outcome)."""
+    if decisions is None:
         return [bool(e.is_success) for e in episodes]
-    grouped = verdicts_by_episode(verdicts)
     ids = [e.episode_id for e in episodes]
-    missing = [i for i in ids if i not in grouped]
-    if missing:
+    if ids != [d.episode_id for d in decisions]:
         raise ValueError(
-            f"no verdict for {len(missing)} episode(s), e.g. {missing[0]!r}; "
-            "pass one or more verdicts for every episode"
+            f"{len(decisions)} decisions for {len(episodes)} episodes (or out of order); expected "
+            "one decision per episode, in order (verifiers.stage.decide)"
         )
-    outcome = []
-    for episode_id in ids:
-        opinions = [v.passed for v in grouped[episode_id] if v.passed is not None]
-        outcome.append(bool(opinions) and all(opinions))
-    return outcome
+    return [d.passed for d in decisions]
 
 
 def _key(episode: Episode) -> tuple[str, int, str]:
@@ -59,7 +54,7 @@ def _key(episode: Episode) -> tuple[str, int, str]:
 
 def build_sft_set(
     episodes: Sequence[Episode],
-    verdicts: Sequence[Verdict] | None = None,
+    decisions: Sequence[Decision] | None = None,
     *,
     dedup: bool = True,
     balance: str = "none",
@@ -79,7 +74,7 @@ def build_sft_set(
     if max_per_task is not None and max_per_task < 1:
         raise ValueError(f"max_per_task must be >= 1 or None; got {max_per_task}")
     selected = [
-        e for e, ok in zip(episodes, passed_episodes(episodes, verdicts), strict=True) if ok
+        e for e, ok in zip(episodes, passed_episodes(episodes, decisions), strict=True) if ok
     ]
     if dedup:
         seen: set[tuple] = set()
@@ -125,7 +120,7 @@ def _groups(episodes: Sequence[Episode], include_relabelled: bool) -> dict[tuple
 
 def build_rl_groups(
     episodes: Sequence[Episode],
-    verdicts: Sequence[Verdict] | None = None,
+    decisions: Sequence[Decision] | None = None,
     *,
     group_size: int | None = None,
     min_group_size: int = 2,
@@ -141,7 +136,7 @@ def build_rl_groups(
     """
     if group_size is not None and group_size < 1:
         raise ValueError(f"group_size must be >= 1 or None; got {group_size}")
-    outcome = passed_episodes(episodes, verdicts)
+    outcome = passed_episodes(episodes, decisions)
     result = []
     for (task_id, env_seed, instruction), members in _groups(episodes, include_relabelled).items():
         if group_size is not None:
@@ -175,7 +170,7 @@ def short_tasks(episodes: Sequence[Episode], task_ids: Sequence[str], target: in
 
 def build_dpo_pairs(
     episodes: Sequence[Episode],
-    verdicts: Sequence[Verdict] | None = None,
+    decisions: Sequence[Decision] | None = None,
     *,
     max_pairs_per_group: int | None = None,
     include_relabelled: bool = False,
@@ -188,7 +183,7 @@ def build_dpo_pairs(
     """
     if max_pairs_per_group is not None and max_pairs_per_group < 1:
         raise ValueError(f"max_pairs_per_group must be >= 1 or None; got {max_pairs_per_group}")
-    outcome = passed_episodes(episodes, verdicts)
+    outcome = passed_episodes(episodes, decisions)
     rng = np.random.default_rng(seed)
     pairs = []
     for members in _groups(episodes, include_relabelled).values():

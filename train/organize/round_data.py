@@ -16,13 +16,9 @@ from train.organize.datasets import (
     build_dpo_pairs,
     build_rl_groups,
     build_sft_set,
-    passed_episodes,
 )
-from verifiers.base import verdicts_by_episode
-from verifiers.environment import EnvironmentVerifier
-from verifiers.episode import Episode, Verdict
-from verifiers.registry import OUTCOME_VERIFIERS
-from verifiers.relabel import relabel
+from verifiers.episode import Episode
+from verifiers.stage import Verified
 
 
 @dataclass
@@ -36,45 +32,47 @@ class RoundData:
 
 
 def build_round_data(
-    demos: list[Episode],
-    rounds: Sequence[tuple[list[Episode], list[Verdict]]],
-    organize: Any,
-    seed: int,
+    demos: Verified, rounds: Sequence[Verified], organize: Any, seed: int
 ) -> RoundData:
-    """Organize a round from plain values: the demonstrations, and the episodes and verdicts of
-    the rounds whose successes are replayed (oldest first, the current round last).
+    """Organize a round from the verify stage's values: the demonstrations, and the rounds whose
+    successes are replayed (oldest first, the current round last), each with its decisions and
+    relabelled successes (`verifiers.stage.verify_round`). Nothing is verified here.
 
     The SFT set holds the verified successes of those rounds, the demonstrations and the
-    hindsight relabellings of failures (`organize.relabel`); RL groups and DPO pairs come from the
-    current round alone. `seed` draws the dedup / balance and DPO pairing choices."""
-    pool, pool_verdicts = demos, EnvironmentVerifier().verify(demos)
-    n_relabelled = 0
+    hindsight relabellings of failures; RL groups and DPO pairs come from the current round
+    alone. `seed` draws the dedup / balance and DPO pairing choices."""
+    pool, pool_decisions = list(demos.episodes), list(demos.decisions)
     labelled_failures: list[Episode] = []
-    for round_episodes, round_verdicts in rounds:
-        relabelled = _relabel_failures(round_episodes, round_verdicts) if organize.relabel else []
-        n_relabelled = len(relabelled)
+    for verified in rounds:
         # dagger: an episode's states with the expert's labels stand in for the policy's own
         # actions; those of failures are learnt from too (the labels are the expert's)
-        labelled = [expert_labelled(e) for e in round_episodes]
-        passed_round = passed_episodes(round_episodes, round_verdicts)
+        labelled = [expert_labelled(e) for e in verified.episodes]
         labelled_failures += [
             e
-            for e, o, ok in zip(labelled, round_episodes, passed_round, strict=True)
-            if e is not o and not ok
+            for e, o, d in zip(labelled, verified.episodes, verified.decisions, strict=True)
+            if e is not o and not d.passed
         ]
-        pool = pool + labelled + relabelled
-        pool_verdicts = pool_verdicts + round_verdicts + EnvironmentVerifier().verify(relabelled)
-    episodes, verdicts = rounds[-1]
-    balance = "downsample" if organize.balance else "none"
-    sft = build_sft_set(pool, pool_verdicts, dedup=organize.dedup, balance=balance, seed=seed)
+        pool = pool + labelled + verified.relabelled
+        pool_decisions = pool_decisions + verified.decisions + verified.relabelled_decisions
+    current = rounds[-1]
+    sft = build_sft_set(
+        pool,
+        pool_decisions,
+        dedup=organize.dedup,
+        balance=organize.balance,
+        max_per_task=organize.max_per_task,
+        seed=seed,
+    )
     sft = sft + labelled_failures
-    rl = build_rl_groups(episodes, verdicts, drop_uniform=True)
-    dpo = build_dpo_pairs(episodes, verdicts, seed=seed)
-    passed = passed_episodes(episodes, verdicts)
+    rl = build_rl_groups(current.episodes, current.decisions, drop_uniform=True)
+    dpo = build_dpo_pairs(
+        current.episodes,
+        current.decisions,
+        max_pairs_per_group=organize.max_pairs_per_group,
+        seed=seed,
+    )
     metrics = {
-        "verify/passed": int(sum(passed)),
-        "verify/pass_rate": float(sum(passed)) / max(1, len(episodes)),
-        "organize/relabelled": n_relabelled,
+        "organize/relabelled": len(current.relabelled),
         "organize/expert_labelled_failures": len(labelled_failures),
         "organize/sft_episodes": len(sft),
         "organize/sft_steps": int(sum(e.length for e in sft)),
@@ -96,19 +94,3 @@ def expert_labelled(episode: Episode) -> Episode:
         action_bins=labels.astype(np.int64),
         logprobs=np.full(labels.shape, np.nan, dtype=np.float32),
     )
-
-
-def _relabel_failures(episodes: list[Episode], verdicts: list[Verdict]) -> list[Episode]:
-    """Hindsight relabellings of the episodes the environment failed but no other verifier
-    rejected (relabelling can turn a miss into a success, but not undo a rule violation)."""
-    by_episode = verdicts_by_episode(verdicts)
-    candidates = [
-        e
-        for e in episodes
-        if not e.is_success
-        and not any(
-            v.passed is False and v.verifier not in OUTCOME_VERIFIERS
-            for v in by_episode.get(e.episode_id, [])
-        )
-    ]
-    return relabel(candidates)

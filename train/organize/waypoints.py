@@ -15,8 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from agent.action_tokens import bins_to_actions
-from train.updates.config import KEYFRAME_KINDS
 from verifiers.episode import Episode
+
+KEYFRAME_KINDS = ("gripper", "gripper_and_moves")
+"""Which steps are keyframes of the waypoint targets (`keyframes`): `gripper`
+(finger changes and the last step) or `gripper_and_moves` (also the ends of moves)."""
 
 SATURATED = 0.99
 """A move whose largest axis command reaches this is saturated (the experts move at full speed

@@ -1,7 +1,7 @@
 """`autodidact compare`: the difference in held-out success between campaigns, or rounds of one,
 paired seed by seed.
 
-Every campaign evaluates on the same held-out seeds (`train.results.evaluate.EVAL_SEED_BASE` + i), and
+Every campaign evaluates on the same held-out seeds (`verifiers.episode.EVAL_SEED_BASE` + i), and
 records each round's outcomes in `evals/round_K.jsonl`; so two policies' outcomes pair up by
 (task, seed), and their difference is measured far more tightly than by two independent rates.
 Each side is `RUN_DIR` (its last evaluated round) or `RUN_DIR:K`. The first side is the baseline;
@@ -11,16 +11,14 @@ bootstrap interval and the exact McNemar p-value (significant when p < 0.05).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from envs import task_name
-from train.campaign.runlog import RunLog
 from train.results.stats import paired_difference
+from train.rundir.runlog import RunLog
 
 
 @dataclass
@@ -153,21 +151,19 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compare(args: argparse.Namespace) -> int:
-    """The CLI: every side after the first against the first."""
-    if len(args.runs) < 2:
+def compare_runs(specs: Sequence[str]) -> tuple[Side, list[dict[str, Any]]]:
+    """Every side after the first against the first (`RUN[:ROUND]` specs): the baseline and one
+    `compare_sides` result per other side."""
+    if len(specs) < 2:
         raise ValueError("compare needs at least two sides: RUN_A[:ROUND] RUN_B[:ROUND] ...")
-    sides = [load_side(spec) for spec in args.runs]
-    results = [compare_sides(sides[0], side) for side in sides[1:]]
-    if args.json:
-        print(json.dumps({"baseline": sides[0].label, "comparisons": results}, indent=2))
-        return 0
-    print(
+    sides = [load_side(spec) for spec in specs]
+    return sides[0], [compare_sides(sides[0], side) for side in sides[1:]]
+
+
+def format_report(results: Sequence[dict[str, Any]]) -> str:
+    """The tables `autodidact compare` prints, after a line saying how they were computed."""
+    head = (
         "points of held-out success; interval: paired bootstrap over seeds (10,000 resamples); "
         "p: exact McNemar"
     )
-    for result in results:
-        print()
-        print(format_table(result))
-    sys.stdout.flush()
-    return 0
+    return "\n\n".join([head, *(format_table(result) for result in results)])

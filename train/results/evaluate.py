@@ -10,11 +10,7 @@ from typing import Any
 import numpy as np
 
 from envs import task_name
-from train.collect.episodes import Job
-from verifiers.episode import Episode
-
-EVAL_SEED_BASE = 10_000_000
-"""Held-out evaluation seeds start here; demonstrations and rollouts use seeds far below it."""
+from verifiers.episode import Episode, eval_jobs
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -46,15 +42,6 @@ class TaskResult:
     @property
     def interval(self) -> tuple[float, float]:
         return wilson_interval(self.successes, self.episodes)
-
-
-def eval_jobs(task_ids: list[str], episodes_per_task: int) -> list[Job]:
-    """The fixed held-out jobs: the same seeds for every round and every campaign."""
-    return [
-        Job(task_id, EVAL_SEED_BASE + i, tag="eval")
-        for task_id in task_ids
-        for i in range(episodes_per_task)
-    ]
 
 
 def summarize(episodes: list[Episode], task_ids: list[str]) -> dict[str, TaskResult]:

@@ -43,7 +43,6 @@ or killed export leaves no partial dataset at `out_dir`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -58,11 +57,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import envs
-from train.campaign.integrity import records_format
-from train.campaign.runlog import RunLog
 from train.collect.store import EpisodeStore
 from train.paths import check_can_create
-from verifiers.episode import Episode
+from train.rundir.integrity import records_format
+from train.rundir.runlog import RunLog
+from verifiers.base import all_passed
+from verifiers.episode import Episode, Verdict
 
 FORMATS = ("lerobot",)
 CODEBASE_VERSION = "v3.0"
@@ -153,46 +153,31 @@ def export_lerobot(
     return {**summary, "out": str(out_dir)}
 
 
-def export(args: argparse.Namespace) -> int:
-    """`autodidact export RUN_DIR --format lerobot --out DIR [--verified-only] [--tasks ...]
-    [--rounds ...] [--fps N]`: export, then print one line saying what was written."""
-    if args.format not in FORMATS:
-        raise ValueError(f"unknown export format {args.format!r}; expected one of {FORMATS}")
-    summary = export_lerobot(
-        args.run_dir,
-        args.out,
-        verified_only=args.verified_only,
-        tasks=args.tasks or None,
-        rounds=args.rounds or None,
-        fps=args.fps,
-    )
-    print(
-        f"exported {summary['episodes']} episodes ({summary['frames']} frames, "
-        f"{summary['tasks']} tasks) from {args.run_dir} as a LeRobotDataset {CODEBASE_VERSION} "
-        f"to {summary['out']}"
-    )
-    return 0
+def export(
+    run_dir: str | Path, out: str | Path, format: str = "lerobot", **options: Any
+) -> dict[str, Any]:
+    """Export a campaign's episodes in `format` (only `lerobot`: `export_lerobot`, whose keyword
+    `options` it passes on); returns what was written."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
+    return export_lerobot(run_dir, out, **options)
 
 
-def _verdicts(runlog: RunLog, rounds: list[int]) -> dict[str, dict[str, bool | None]]:
-    """episode_id -> {verifier: passed} over the verdict files of `rounds`."""
-    by_episode: dict[str, dict[str, bool | None]] = {}
+def _verdicts(runlog: RunLog, rounds: list[int]) -> dict[str, dict[str, Verdict]]:
+    """episode_id -> {verifier: verdict} over the verdict files of `rounds`."""
+    by_episode: dict[str, dict[str, Verdict]] = {}
     for k in rounds:
         for verdict in runlog.read_verdicts(k):
-            by_episode.setdefault(verdict.episode_id, {})[verdict.verifier] = verdict.passed
+            by_episode.setdefault(verdict.episode_id, {})[verdict.verifier] = verdict
     return by_episode
 
 
-def _verified(verdicts: dict[str, bool | None]) -> bool | None:
-    """Every verdict with an opinion passed and one did (`train.organize.datasets.passed_episodes`);
-    None without verdicts."""
-    if not verdicts:
-        return None
-    opinions = [passed for passed in verdicts.values() if passed is not None]
-    return bool(opinions) and all(opinions)
+def _verified(verdicts: dict[str, Verdict]) -> bool | None:
+    """The pass rule (`verifiers.base.all_passed`) over the stored verdicts; None without any."""
+    return all_passed(list(verdicts.values())) is True if verdicts else None
 
 
-def _counts_as_verified(episode: Episode, verdicts: dict[str, bool | None]) -> bool:
+def _counts_as_verified(episode: Episode, verdicts: dict[str, Verdict]) -> bool:
     verified = _verified(verdicts)
     return bool(episode.is_success) if verified is None else verified
 
@@ -430,7 +415,7 @@ def _write_dataset(
     root: Path,
     store: EpisodeStore,
     episodes: list[Episode],
-    verdicts: dict[str, dict[str, bool | None]],
+    verdicts: dict[str, dict[str, Verdict]],
     fps: int,
 ) -> dict[str, int]:
     """Write the dataset's files under `root`, episode by episode (one episode's frames in memory
@@ -523,7 +508,7 @@ def _write_dataset(
     return {"episodes": len(episodes), "frames": start, "tasks": len(task_index)}
 
 
-def _autodidact_columns(episode: Episode, verdicts: dict[str, bool | None]) -> dict[str, Any]:
+def _autodidact_columns(episode: Episode, verdicts: dict[str, Verdict]) -> dict[str, Any]:
     """Our episode metadata beside LeRobot's, under `autodidact/`."""
     return {
         "autodidact/episode_id": episode.episode_id,
@@ -535,7 +520,9 @@ def _autodidact_columns(episode: Episode, verdicts: dict[str, bool | None]) -> d
         "autodidact/truncated": bool(episode.truncated),
         "autodidact/relabelled_from": episode.relabelled_from,
         "autodidact/verified": _verified(verdicts),
-        "autodidact/verdicts": json.dumps(verdicts, sort_keys=True),
+        "autodidact/verdicts": json.dumps(
+            {name: v.passed for name, v in verdicts.items()}, sort_keys=True
+        ),
     }
 
 

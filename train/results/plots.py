@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from train.campaign.runlog import RunLog  # noqa: E402
+from train.rundir.runlog import RunLog  # noqa: E402
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KEYFRAME_KINDS = ("gripper", "gripper_and_moves")
-"""Which steps are keyframes of the waypoint targets (`train.organize.waypoints`): `gripper`
-(finger changes and the last step) or `gripper_and_moves` (also the ends of moves)."""
+from train.organize.waypoints import KEYFRAME_KINDS
 
 
 @dataclass
@@ -38,8 +36,6 @@ class OptimConfig:
     """Passes over the update's data."""
     max_steps: int | None = None
     """Stop after this many optimizer steps even if epochs remain; None: run all epochs."""
-    seed: int = 0
-    """Seeds the shuffling and any dropout: same seed + same data + same policy -> same weights."""
     lora: bool = False
     """Train a LoRA adapter (added if the policy has none) instead of all parameters."""
     lora_rank: int = 8
@@ -98,8 +94,6 @@ class RLConfig(OptimConfig):
 
     lr: float = 1e-4
     """Peak learning rate of AdamW (lower than SFT: on-policy data, ratio clipping)."""
-    temperature: float = 1.0
-    """Sampling temperature of the rollout; the recorded log-probs were taken at it."""
     clip_eps: float = 0.2
     """PPO ratio clipping: the ratio is clipped to [1 - clip_eps, 1 + clip_high] per token."""
     clip_high: float = 0.0
@@ -111,6 +105,10 @@ class RLConfig(OptimConfig):
     """How the policy-gradient terms are averaged: `token` (every action token of the update
     alike: long episodes weigh more) or `episode` (each episode's tokens weigh 1 / its length,
     so every episode counts alike, as a sequence-level loss)."""
+    negative_weight: float = 1.0
+    """Scale of the negative advantages (the failures' push-down), in [0, 1]: 1 is the plain
+    group-relative gradient; 0 learns only from the successes of mixed groups (a REINFORCE
+    that never pushes a sampled token down, so the 256-way action softmax is not flattened)."""
     advantage_norm: str = "none"
     """How the RLOO advantages are scaled: `none`, `group` (divided by their group's outcome
     standard deviation, as GRPO does) or `batch` (by the standard deviation over the update's
@@ -118,14 +116,14 @@ class RLConfig(OptimConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.clip_eps <= 0 or self.clip_high < 0:
             raise ValueError(
                 f"need clip_eps > 0 and clip_high >= 0, got {self.clip_eps} and {self.clip_high}"
             )
+        if not 0.0 <= self.negative_weight <= 1.0:
+            raise ValueError(f"negative_weight must be in [0, 1], got {self.negative_weight}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(
                 f"unknown aggregation {self.aggregation!r}; expected one of {AGGREGATIONS}"

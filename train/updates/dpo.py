@@ -82,9 +82,10 @@ def backward_pairs(
 
 
 def dpo_update(
-    policy, pairs: Sequence, config: DPOConfig | None = None, reference=None
+    policy, pairs: Sequence, config: DPOConfig | None = None, reference=None, *, seed: int = 0
 ) -> dict[str, float]:
-    """Train `policy` in place by DPO on `pairs` (DPOPairs of episodes with frames loaded).
+    """Train `policy` in place by DPO on `pairs` (DPOPairs of episodes with frames loaded);
+    `seed` seeds the shuffling and any dropout.
 
     `reference` (an agent.Policy) overrides the default reference (the adapter-disabled model
     with LoRA, else the policy as it is before this update). Returns `train/dpo_loss`,
@@ -104,10 +105,10 @@ def dpo_update(
     rows_of = np.split(np.arange(len(steps)), np.cumsum(np.bincount(steps.episode_index))[:-1])
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(num_pairs, config), name="dpo")
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(seed)
     keys = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward")
     samples, pairs_seen = 0, 0
-    with training_mode(policy, config.seed):
+    with training_mode(policy, seed):
         for _ in range(config.epochs):
             if opt.done:
                 break

@@ -3,7 +3,8 @@
 Each `RLGroup` holds K episodes of one task, seed and instruction with their outcomes. An
 episode's advantage is its outcome minus the mean of the group's other outcomes; every step of
 the episode shares it. The importance ratio is taken per action token against the log-probs
-recorded at rollout (`episode.logprobs`, at `config.temperature`) and clipped PPO-style.
+recorded at rollout (`episode.logprobs`, sampled at `temperature`: the collection's, never a
+setting of its own) and clipped PPO-style.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from train.updates.optim import (
 
 
 def group_steps(
-    groups: Sequence, chunk: int = 1, advantage_norm: str = "none"
+    groups: Sequence, chunk: int = 1, advantage_norm: str = "none", negative_weight: float = 1.0
 ) -> tuple[StepSet | None, torch.Tensor, int]:
-    """Steps of the groups whose outcomes vary, their advantages [N], and how many groups were skipped.
+    """Steps of the groups whose outcomes vary, their advantages [N] (RLOO, scaled per
+    `advantage_norm`, negative ones by `negative_weight`), and how many groups were skipped.
 
     A group whose rewards are all equal carries no learning signal (every advantage is 0) and
     is skipped. Raises when an episode has no recorded log-probs (it was not the MLLM's rollout).
@@ -67,6 +69,7 @@ def group_steps(
     advantages = normalize_advantages(
         group_advantages(rewards_t, group_ids_t), rewards_t, group_ids_t, advantage_norm
     )
+    advantages = torch.where(advantages < 0, advantages * negative_weight, advantages)
     steps = episode_steps(episodes, chunk=chunk, acted=True)
     return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
 
@@ -116,9 +119,18 @@ def reference_logprobs(policy, steps: StepSet, temperature: float, chunk: int, r
 
 
 def rl_update(
-    policy, groups: Sequence, config: RLConfig | None = None, reference=None
+    policy,
+    groups: Sequence,
+    config: RLConfig | None = None,
+    reference=None,
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
 ) -> dict[str, float]:
     """One group-relative policy-gradient update of `policy` in place on `groups` (RLGroups).
+
+    `temperature`: the one the episodes were sampled at (their recorded log-probs were taken at
+    it; a campaign passes `collect.temperature`); `seed` seeds the shuffling and any dropout.
 
     Returns `train/rl_loss`, `train/rl_pg_loss`, `train/rl_clip_frac`, `train/rl_ratio`, `train/kl`,
     `train/rl_approx_kl` (KL of the acting policy from the updated one, k3), `train/rl_entropy`
@@ -129,7 +141,10 @@ def rl_update(
     With every group skipped nothing is trained and only the counts are returned.
     """
     config = config or RLConfig()
-    steps, advantages, skipped = group_steps(groups, policy.chunk, config.advantage_norm)
+    _check_temperature(temperature)
+    steps, advantages, skipped = group_steps(
+        groups, policy.chunk, config.advantage_norm, config.negative_weight
+    )
     counts = {
         "train/rl_groups_used": float(len(groups) - skipped),
         "train/rl_groups_skipped": float(skipped),
@@ -139,16 +154,16 @@ def rl_update(
     start = time.perf_counter()
     ref = None
     if config.kl_coef > 0:
-        ref = reference_logprobs(policy, steps, config.temperature, config.forward_chunk, reference)
+        ref = reference_logprobs(policy, steps, temperature, config.forward_chunk, reference)
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="rl")
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(seed)
     old = torch.from_numpy(steps.old_logprobs)
     weights = episode_weights(steps.episode_index) if config.aggregation == "episode" else None
     keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl", "approx_kl", "entropy")
     ratio_max = 0.0
     samples = 0
-    with training_mode(policy, config.seed):
+    with training_mode(policy, seed):
         for _ in range(config.epochs):
             if opt.done:
                 break
@@ -157,7 +172,7 @@ def rl_update(
                 if opt.done:
                     break
                 for rows in (index[part] for part in chunks(len(index), config.forward_chunk)):
-                    new = forward_logprobs(policy, steps.select(rows), config.temperature)
+                    new = forward_logprobs(policy, steps.select(rows), temperature)
                     loss, m = grpo_loss(
                         new,
                         old[rows].to(new.device),
@@ -200,14 +215,19 @@ def rl_update(
 
 
 @torch.no_grad()
-def rl_objective(policy, groups: Sequence, config: RLConfig | None = None) -> float:
+def rl_objective(
+    policy, groups: Sequence, config: RLConfig | None = None, *, temperature: float = 1.0
+) -> float:
     """The clipped surrogate loss (no KL) of `policy` on the groups' steps against their rollout
-    log-probs; lower is better. NaN when every group is skipped."""
+    log-probs (sampled at `temperature`); lower is better. NaN when every group is skipped."""
     config = config or RLConfig()
-    steps, advantages, _ = group_steps(groups, policy.chunk, config.advantage_norm)
+    _check_temperature(temperature)
+    steps, advantages, _ = group_steps(
+        groups, policy.chunk, config.advantage_norm, config.negative_weight
+    )
     if steps is None:
         return float("nan")
-    new = step_logprobs(policy, steps, config.temperature, config.forward_chunk)
+    new = step_logprobs(policy, steps, temperature, config.forward_chunk)
     loss, _ = grpo_loss(
         new,
         torch.from_numpy(steps.old_logprobs),
@@ -216,3 +236,10 @@ def rl_objective(policy, groups: Sequence, config: RLConfig | None = None) -> fl
         clip_high=config.clip_high or None,
     )
     return float(loss)
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(
+            f"temperature must be > 0 (the one the episodes were sampled at), got {temperature}"
+        )

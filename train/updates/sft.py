@@ -31,9 +31,10 @@ from verifiers.episode import Episode
 
 
 def sft_update(
-    policy, episodes: Sequence[Episode], config: SFTConfig | None = None
+    policy, episodes: Sequence[Episode], config: SFTConfig | None = None, *, seed: int = 0
 ) -> dict[str, float]:
-    """Train `policy` in place to imitate the action tokens of `episodes` (frames loaded).
+    """Train `policy` in place to imitate the action tokens of `episodes` (frames loaded);
+    `seed` seeds the shuffling and any dropout (same seed, data and policy: same weights).
 
     Returns `train/sft_loss` (mean over the last epoch), `train/sft_loss_first_epoch`,
     `train/sft_grad_norm`, `train/sft_lr`, `train/sft_optimizer_steps`, `train/sft_samples` (steps
@@ -52,12 +53,12 @@ def sft_update(
     steps = episode_steps(episodes, policy.chunk, waypoints, config.keyframes)
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="sft")
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(seed)
     epoch_losses: list[float] = []
     waypoint_metrics: dict[str, float] = {}
     samples = 0
     start = time.perf_counter()
-    with training_mode(policy, config.seed):
+    with training_mode(policy, seed):
         for _ in range(config.epochs):
             if opt.done:
                 break

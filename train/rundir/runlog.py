@@ -8,52 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from envs import task_name
+from train.rundir.files import RecordError, atomic_write_text, read_jsonl
+from train.rundir.integrity import record_checksums
 from verifiers.episode import Verdict
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class RecordError(ValueError):
-    """A line of a JSON-lines record that is not what it must be; names the file and line."""
-
-    def __init__(self, message: str, path: Path, line: int):
-        super().__init__(message)
-        self.path, self.line = path, line
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file; a line that is not a JSON object is named with its file."""
-    path = Path(path)
-    records = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RecordError(f"{str(path)!r} line {n} is not JSON: {err}", path, n) from None
-        if not isinstance(record, dict):
-            raise RecordError(
-                f"{str(path)!r} line {n} is not a JSON object: {line[:80]!r}", path, n
-            )
-        records.append(record)
-    return records
 
 
 def fix_for_metrics_line(line: int) -> str:
@@ -156,8 +118,6 @@ class RunLog:
             + "\n"
             for e in episodes
         )
-        from train.campaign.integrity import record_checksums
-
         path = self.out / "evals" / f"round_{k}.jsonl"
         atomic_write_text(path, lines)
         record_checksums(path)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from envs import task_name
-from train.campaign.runlog import RecordError, atomic_write_text, read_jsonl
 from train.collect.store import sha256
-from train.results.evaluate import eval_jobs
+from train.rundir.files import RecordError, atomic_write_text, read_jsonl
+from verifiers.episode import eval_jobs
 
 RECORDS_FORMAT = 2
 RECORDS_FILE = "records.json"
