@@ -12,9 +12,8 @@ from episodes_helper import episodes
 from train.campaign.config import OrganizeSection
 from train.organize.round_data import build_round_data
 from verifiers import EnvironmentVerifier, TimeLimitRule
-from verifiers.episode import Verdict
+from verifiers.episode import Verdict, Verified
 from verifiers.stage import (
-    Verified,
     decide,
     decisions_from_verdicts,
     verdicts_of,

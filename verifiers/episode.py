@@ -1,6 +1,7 @@
 """The plain values that flow between the loop's stages: a `Job` (an episode to collect), an
-`Episode`, a `Verdict` and a `Decision` (an episode's verdicts and the pass, computed once), and
-the fixed held-out jobs. Every stage may import this module; it imports no stage."""
+`Episode`, a `Verdict`, a `Decision` (an episode's verdicts and the pass, computed once), a
+`Verified` set (episodes with their decisions, for organize), and the fixed held-out jobs.
+Every stage may import this module; it imports no stage."""
 
 from __future__ import annotations
 
@@ -92,6 +93,29 @@ class Decision:
     it into a success."""
     verdicts: tuple[Verdict, ...]
     """The verdicts, in the order of the verifiers."""
+
+
+@dataclass
+class Verified:
+    """A set of episodes with their decisions (aligned), and the relabelled successes derived
+    from its failures with theirs."""
+
+    episodes: list[Episode]
+    decisions: list[Decision]
+    relabelled: list[Episode] = field(default_factory=list)
+    relabelled_decisions: list[Decision] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for what, episodes, decisions in (
+            ("episodes", self.episodes, self.decisions),
+            ("relabelled", self.relabelled, self.relabelled_decisions),
+        ):
+            ids = [e.episode_id for e in episodes]
+            if ids != [d.episode_id for d in decisions]:
+                raise ValueError(
+                    f"Verified: the decisions do not follow the {what} one for one "
+                    f"({len(decisions)} decisions for {len(episodes)} episodes)"
+                )
 
 
 @dataclass(frozen=True)

@@ -9,35 +9,11 @@ by the environment), so organize receives decisions for every episode it may lea
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
 
 from verifiers.base import Verifier, all_passed, verdicts_by_episode
 from verifiers.environment import EnvironmentVerifier
-from verifiers.episode import Decision, Episode, Verdict
+from verifiers.episode import Decision, Episode, Verdict, Verified
 from verifiers.relabel import relabel
-
-
-@dataclass
-class Verified:
-    """A set of episodes with their decisions (aligned), and the relabelled successes derived
-    from its failures with theirs."""
-
-    episodes: list[Episode]
-    decisions: list[Decision]
-    relabelled: list[Episode] = field(default_factory=list)
-    relabelled_decisions: list[Decision] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for what, episodes, decisions in (
-            ("episodes", self.episodes, self.decisions),
-            ("relabelled", self.relabelled, self.relabelled_decisions),
-        ):
-            ids = [e.episode_id for e in episodes]
-            if ids != [d.episode_id for d in decisions]:
-                raise ValueError(
-                    f"Verified: the decisions do not follow the {what} one for one "
-                    f"({len(decisions)} decisions for {len(episodes)} episodes)"
-                )
 
 
 def decide(episodes: Sequence[Episode], verifiers: Sequence[Verifier]) -> list[Decision]:

@@ -71,10 +71,9 @@ from train.rundir.runlog import RunLog
 from train.updates import UPDATES, RoundContext
 from verifiers.base import Verifier
 from verifiers.environment import EnvironmentVerifier
-from verifiers.episode import EXPERT_POLICY_ID, Episode, Job
+from verifiers.episode import EXPERT_POLICY_ID, Episode, Job, Verified
 from verifiers.registry import build_verifiers
 from verifiers.stage import (
-    Verified,
     decide,
     decisions_from_verdicts,
     verdicts_of,

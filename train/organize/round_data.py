@@ -17,8 +17,7 @@ from train.organize.datasets import (
     build_rl_groups,
     build_sft_set,
 )
-from verifiers.episode import Episode
-from verifiers.stage import Verified
+from verifiers.episode import Episode, Verified
 
 
 @dataclass
