@@ -8,6 +8,7 @@ import shutil
 import pytest
 from cli_helper import cli
 
+import envs
 from train.collect.store import EpisodeStore
 
 REFILL = [
@@ -60,3 +61,24 @@ def test_dynamic_sampling_needs_groups(tmp_path):
                "collect.group_size=1")  # fmt: skip
     assert proc.returncode == 2
     assert "collect.group_size must be >= 2" in proc.stderr
+
+
+def test_a_scene_sampled_under_several_instructions(tmp_path):
+    from collections import Counter
+
+    from train.campaign.config import load_campaign_config
+    from train.campaign.loop import Campaign
+
+    config = load_campaign_config(preset="tiny", overrides=["collect.instructions_per_scene=2"])
+    jobs = Campaign(config, tmp_path / "run")._jobs(1)
+    assert len(jobs) == 2 * config.collect.episodes_per_task
+    per_scene = Counter((j.task_id, j.seed, j.instruction) for j in jobs)
+    assert set(per_scene.values()) == {config.collect.group_size // 2}
+    scenes = {(t, s) for t, s, _ in per_scene}
+    assert len(per_scene) == 2 * len(scenes)  # two different instructions per scene
+    env = envs.make(jobs[0].task_id)
+    drawn = env.reset(seed=jobs[0].seed)[0]["instruction"]
+    env.close()
+    assert jobs[0].instruction == drawn
+    with pytest.raises(ValueError, match="instructions_per_scene=3 must be >= 1 and divide"):
+        load_campaign_config(preset="tiny", overrides=["collect.instructions_per_scene=3"])

@@ -175,16 +175,22 @@ def test_dpo_update_prefers_the_successes(demos, failures, lora):
     assert metrics["train/dpo_margin"] > 0 and 0.0 <= metrics["train/dpo_accuracy"] <= 1.0
 
 
-def test_dpo_chunked_backward_equals_single_pass(demos, failures):
-    """The two-pass chunked gradient (long trajectories) equals the one-pass gradient."""
+@pytest.mark.parametrize("length_norm, nll_weight", [(False, 0.0), (True, 0.0), (False, 1.0)])
+def test_dpo_chunked_backward_equals_single_pass(demos, failures, length_norm, nll_weight):
+    """The two-pass chunked gradient (long trajectories) equals the one-pass gradient, for
+    summed and length-normalised trajectory scores, and with the chosen NLL term."""
     pairs = [DPOPair(c, r) for c, r in zip(demos, failures, strict=True)]
     steps = pair_steps(pairs)
     policy = Policy.from_preset("tiny", seed=0)
-    ref = torch.linspace(-30.0, -20.0, 2 * len(pairs))
+    ref = torch.linspace(-30.0, -20.0, 2 * len(pairs)) / (30.0 if length_norm else 1.0)
     grads, losses = [], []
     for chunk in (256, 5):
         policy.model.zero_grad()
-        loss, _ = backward_pairs(policy, steps, ref, DPOConfig(beta=0.5, forward_chunk=chunk))
+        config = DPOConfig(
+            beta=0.5, forward_chunk=chunk, length_norm=length_norm, nll_weight=nll_weight
+        )
+        loss, metrics = backward_pairs(policy, steps, ref, config)
+        assert ("chosen_nll" in metrics) == (nll_weight > 0)
         losses.append(loss)
         grads.append({n: p.grad.clone() for n, p in policy.model.named_parameters()})
     assert torch.allclose(losses[0], losses[1])
@@ -228,3 +234,22 @@ def test_updates_reject_episodes_without_frames(demos):
     bare.frames = None
     with pytest.raises(ValueError, match="no frames"):
         sft_update(Policy.from_preset("tiny", seed=0), [bare], SFTConfig())
+
+
+def test_dpo_length_norm_scores_the_mean_token_log_prob(demos, failures):
+    pairs = [DPOPair(c, r) for c, r in zip(demos, failures, strict=True)]
+    policy = Policy.from_preset("tiny", seed=0)
+    steps = pair_steps(pairs)
+    per_step = step_logprobs(policy, steps).sum(-1)
+    trajectory = torch.from_numpy(steps.episode_index)
+    n = 2 * len(pairs)
+    sums = torch.zeros(n).index_add(0, trajectory, per_step)
+    tokens = torch.bincount(trajectory, minlength=n) * steps.bins.shape[-1]
+    from train.updates.dpo import trajectory_weights
+
+    assert torch.allclose(trajectory_weights(trajectory, n, 4, True) * sums, sums / tokens)
+    assert torch.equal(trajectory_weights(trajectory, n, 4, False), torch.ones(n))
+    # with the policy as its own reference every implicit reward is 0: loss log 2 either way
+    for length_norm in (False, True):
+        m = dpo_objective(policy, pairs, DPOConfig(length_norm=length_norm))
+        assert m["dpo_loss"] == pytest.approx(np.log(2), abs=1e-5)

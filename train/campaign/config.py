@@ -54,7 +54,14 @@ class CollectSection:
     episodes_per_task: int = 32
     """Rollouts per task per round (= seeds per task x group_size)."""
     group_size: int = 1
-    """Episodes sampled from each (seed, instruction); > 1 forms the groups RL and DPO learn from."""
+    """Episodes sampled from each scene (seed); > 1 forms the groups RL and DPO learn from."""
+    instructions_per_scene: int = 1
+    """How many of a scene's goals its `group_size` samples are split over: 1 samples the drawn
+    instruction only; n > 1 gives the drawn one and the next n - 1 goals of the scene
+    `group_size / n` samples each, so the same image is seen under different instructions
+    (each (seed, instruction) is an RL group and a DPO scene). A policy that goes to the same
+    object whatever it is told then succeeds under one instruction and fails under the other,
+    and only reading the instruction raises every group's reward."""
     num_envs: int = 16
     """Parallel environment slots (a gymnasium vector env); the policy acts on them as one batch."""
     vectorization: str = "sync"
@@ -259,6 +266,13 @@ class CampaignConfig:
             raise ValueError(
                 f"ray.cpus_per_worker={r.cpus_per_worker} and ray.gpus_per_worker="
                 f"{r.gpus_per_worker} must both be >= 0"
+            )
+        ips = self.collect.instructions_per_scene
+        if ips < 1 or self.collect.group_size % ips:
+            raise ValueError(
+                f"collect.instructions_per_scene={ips} must be >= 1 and divide "
+                f"collect.group_size={self.collect.group_size} (the samples of a scene are "
+                "split evenly over its instructions)"
             )
         if self.collect.episodes_per_task % self.collect.group_size:
             raise ValueError(

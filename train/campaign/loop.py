@@ -42,7 +42,7 @@ from train.campaign.repair import repair_run
 from train.campaign.typed_config import ConfigError, dump_toml
 from train.collect.chunks import Chunk, make_chunks
 from train.collect.collectors import Collector, make_collector
-from train.collect.episodes import ExpertActor
+from train.collect.episodes import ExpertActor, scene_instructions
 from train.collect.guided import guidance_metrics, next_start_steps
 from train.collect.store import EpisodeStore, StoreError
 from train.organize import round_data as organize
@@ -339,11 +339,20 @@ class Campaign:
             ]
         seeds_per_task = cfg.collect.episodes_per_task // cfg.collect.group_size
         first = k * ROLLOUT_SEED_STRIDE + refill * seeds_per_task
+        n = cfg.collect.instructions_per_scene
+        if n == 1:
+            return [
+                Job(t, first + i, f"g{g}")
+                for t in (self.task_ids if tasks is None else tasks)
+                for i in range(seeds_per_task)
+                for g in range(cfg.collect.group_size)
+            ]
         return [
-            Job(t, first + i, f"g{g}")
+            Job(t, seed, f"i{j}g{g}", instruction=text)
             for t in (self.task_ids if tasks is None else tasks)
-            for i in range(seeds_per_task)
-            for g in range(cfg.collect.group_size)
+            for seed in range(first, first + seeds_per_task)
+            for j, text in enumerate(scene_instructions(t, seed, n))
+            for g in range(cfg.collect.group_size // n)
         ]
 
     def chunks(self, k: int, plan: list[list[str]] | None = None) -> list[Chunk]:

@@ -130,6 +130,26 @@ def all_goal_jobs(task_id: str, seeds: Sequence[int], tag: str = "k0") -> list[J
         env.close()
 
 
+_SCENE_ENVS: dict[str, gym.Env] = {}
+"""One env per task for reading scenes' instructions (`scene_instructions`), kept for the process."""
+
+
+def scene_instructions(task_id: str, seed: int, n: int) -> list[str]:
+    """The first `n` instructions of scene `seed`: the one it draws, then its other goals' (in
+    goal order), all in the template the seed draws. ValueError when the scene has fewer goals."""
+    env = _SCENE_ENVS.get(task_id)
+    if env is None:
+        env = _SCENE_ENVS[task_id] = envs.make(task_id)
+    drawn = env.reset(seed=int(seed))[0]["instruction"]
+    others = [t for t in env.unwrapped.possible_instructions(template=None) if t != drawn]
+    if len(others) + 1 < n:
+        raise ValueError(
+            f"{task_id} seed {seed}: {len(others) + 1} goals in the scene, fewer than "
+            f"collect.instructions_per_scene={n}"
+        )
+    return [drawn, *others][:n]
+
+
 @dataclass
 class _Trace:
     """What one slot has recorded so far of its current episode."""

@@ -146,6 +146,13 @@ class DPOConfig(OptimConfig):
     """DPO inverse temperature: scales the implicit reward `log pi - log pi_ref`."""
     temperature: float = 1.0
     """Softmax temperature of the action logits when scoring trajectories."""
+    length_norm: bool = False
+    """Score a trajectory by its mean action-token log-prob instead of the sum (as SimPO and
+    length-normalised DPO do): a long failure then weighs no more than a short success."""
+    nll_weight: float = 0.0
+    """Add this times the chosen trajectories' mean action-token negative log-likelihood to the
+    loss (RPO / iterative RPO): DPO alone can lower the chosen trajectory's likelihood along with
+    the rejected one's; 0: plain DPO."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -153,3 +160,5 @@ class DPOConfig(OptimConfig):
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.nll_weight < 0:
+            raise ValueError(f"nll_weight must be >= 0, got {self.nll_weight}")

@@ -50,31 +50,52 @@ def trajectory_sums(step_values: torch.Tensor, trajectory: torch.Tensor, n: int)
     return totals.index_add(0, trajectory.to(step_values.device), step_values.sum(-1))
 
 
+def trajectory_weights(trajectory: torch.Tensor, n: int, d: int, length_norm: bool) -> torch.Tensor:
+    """[n] factors that turn a trajectory's summed log-prob into its score: 1, or with
+    `length_norm` 1 / its number of action tokens (steps x d)."""
+    if not length_norm:
+        return torch.ones(n)
+    return 1.0 / (torch.bincount(trajectory, minlength=n).to(torch.float32) * d)
+
+
 def backward_pairs(
-    policy, steps: StepSet, ref: torch.Tensor, config: DPOConfig, scale: float = 1.0
+    policy, steps: StepSet, ref: torch.Tensor, config: DPOConfig, loss_scale: float = 1.0
 ):
-    """Back-propagate `scale` x the DPO loss of one batch of b pairs; return (loss, metrics).
+    """Back-propagate `loss_scale` x the DPO loss of one batch of b pairs; return (loss, metrics).
 
     `steps` hold the batch's chosen then rejected trajectories, numbered 0..2b-1 in
-    `steps.episode_index`; `ref` [2b] are their reference log-probs. Steps beyond
+    `steps.episode_index`; `ref` [2b] are their reference scores (summed log-probs, or with
+    `config.length_norm` the mean per action token). Steps beyond
     `config.forward_chunk` are handled in two passes (see the module docstring); the gradient
     is the same either way.
     """
     b = len(ref) // 2
     trajectory = torch.from_numpy(steps.episode_index)
+    d = steps.bins.shape[-1]
+    scale = trajectory_weights(trajectory, 2 * b, d, config.length_norm)
+    per_token = trajectory_weights(trajectory, 2 * b, d, True)
+
+    def loss_of(sums: torch.Tensor):
+        """The batch's loss from its trajectories' summed log-probs [2b]."""
+        logps = sums * scale.to(sums.device)
+        target = ref.to(sums.device)
+        loss, metrics = dpo_loss(logps[:b], logps[b:], target[:b], target[b:], config.beta)
+        if config.nll_weight > 0:
+            nll = -(sums[:b] * per_token[:b].to(sums.device)).mean()
+            loss = loss + config.nll_weight * nll
+            metrics["chosen_nll"] = nll.detach()
+        return loss, metrics
+
     if len(steps) <= config.forward_chunk:
-        logps = trajectory_sums(
-            forward_logprobs(policy, steps, config.temperature), trajectory, 2 * b
-        )
-        ref = ref.to(logps.device)
-        loss, metrics = dpo_loss(logps[:b], logps[b:], ref[:b], ref[b:], config.beta)
-        (loss * scale).backward()
+        new = forward_logprobs(policy, steps, config.temperature)
+        loss, metrics = loss_of(trajectory_sums(new, trajectory, 2 * b))
+        (loss * loss_scale).backward()
         return loss.detach(), metrics
     scores = step_logprobs(policy, steps, config.temperature, config.forward_chunk)
-    logps = trajectory_sums(scores, trajectory, 2 * b).requires_grad_()
-    loss, metrics = dpo_loss(logps[:b], logps[b:], ref[:b], ref[b:], config.beta)
-    (loss * scale).backward()
-    weight = logps.grad
+    sums = trajectory_sums(scores, trajectory, 2 * b).requires_grad_()
+    loss, metrics = loss_of(sums)
+    (loss * loss_scale).backward()
+    weight = sums.grad
     for rows in chunks(len(steps), config.forward_chunk):
         part = forward_logprobs(policy, steps.select(rows), config.temperature).sum(-1)
         (part * weight[trajectory[rows]].to(part.device)).sum().backward()
@@ -101,12 +122,15 @@ def dpo_update(
     ref_steps = reference_logprobs(
         policy, steps, config.temperature, config.forward_chunk, reference
     )
-    ref = trajectory_sums(ref_steps, torch.from_numpy(steps.episode_index), 2 * num_pairs)
+    trajectory = torch.from_numpy(steps.episode_index)
+    ref = trajectory_sums(ref_steps, trajectory, 2 * num_pairs) * trajectory_weights(
+        trajectory, 2 * num_pairs, steps.bins.shape[-1], config.length_norm
+    )
     rows_of = np.split(np.arange(len(steps)), np.cumsum(np.bincount(steps.episode_index))[:-1])
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(num_pairs, config), name="dpo")
     generator = torch.Generator().manual_seed(seed)
-    keys = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward")
+    keys = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_nll")
     samples, pairs_seen = 0, 0
     with training_mode(policy, seed):
         for _ in range(config.epochs):
@@ -139,6 +163,7 @@ def dpo_update(
         "train/dpo_margin": mean["margin"],
         "train/dpo_chosen_reward": mean["chosen_reward"],
         "train/dpo_rejected_reward": mean["rejected_reward"],
+        **({"train/dpo_chosen_nll": mean["chosen_nll"]} if config.nll_weight > 0 else {}),
         **opt.metrics(),
         "train/dpo_samples": float(samples),
         "train/dpo_samples_per_s": samples / elapsed,
@@ -155,12 +180,13 @@ def dpo_objective(
     steps = pair_steps(pairs, policy.chunk)
     trajectory = torch.from_numpy(steps.episode_index)
     n = 2 * len(pairs)
-    ref = trajectory_sums(
+    scale = trajectory_weights(trajectory, n, steps.bins.shape[-1], config.length_norm)
+    ref = scale * trajectory_sums(
         reference_logprobs(policy, steps, config.temperature, config.forward_chunk, reference),
         trajectory,
         n,
     )
-    logps = trajectory_sums(
+    logps = scale * trajectory_sums(
         step_logprobs(policy, steps, config.temperature, config.forward_chunk), trajectory, n
     )
     loss, m = dpo_loss(logps[: n // 2], logps[n // 2 :], ref[: n // 2], ref[n // 2 :], config.beta)
