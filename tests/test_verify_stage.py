@@ -173,3 +173,23 @@ def test_the_organize_section_shapes_the_round_data(round_episodes):
         Verified([], []), [verified], OrganizeSection(dedup=False, max_per_task=2), seed=0
     )
     assert len(full.sft) == 6 and len(capped.sft) == 2  # 3 successes + 3 relabelled, capped
+
+
+def test_rl_groups_by_scene_hold_a_scene_under_its_different_instructions(round_episodes):
+    from train.organize.datasets import build_rl_groups, mixed_groups
+
+    decisions = decide(round_episodes, [EnvironmentVerifier()])
+    assert build_rl_groups(round_episodes, decisions, drop_uniform=True) == []
+    groups = build_rl_groups(round_episodes, decisions, drop_uniform=True, by="scene")
+    assert [g.env_seed for g in groups] == [0, 1, 2]
+    for group in groups:  # the success and the run told to reach another ball
+        assert group.rewards.tolist() == [1.0, 0.0] and group.instruction == ""
+        assert len({e.instruction for e in group.episodes}) == 2
+    assert mixed_groups(round_episodes, "scene") == {"autodidact/ReachBall-v0": 3}
+    with pytest.raises(ValueError, match="unknown grouping 'task'"):
+        build_rl_groups(round_episodes, decisions, by="task")
+    config = OrganizeSection(rl_groups="scene", dedup=False)
+    data = build_round_data(
+        Verified([], []), [verify_round(round_episodes, decisions, False)], config, seed=0
+    )
+    assert len(data.rl) == 3

@@ -137,6 +137,11 @@ class OrganizeSection:
     rarest task has, `upsample` repeats the rarer tasks' episodes up to the commonest's count."""
     max_per_task: int | None = None
     """Cap every task's SFT episodes at this many (after balancing); unset: no cap."""
+    rl_groups: Literal["instruction", "scene"] = "instruction"
+    """What an RL group shares (`train.organize.datasets.RL_GROUPINGS`): `instruction` (the
+    samples of one scene under one instruction) or `scene` (all samples of a scene, under the
+    different instructions `collect.instructions_per_scene` gives it: a policy that goes to
+    the same object whatever it is told then has successes and failures in one group)."""
     max_pairs_per_group: int | None = None
     """DPO pairs kept per (seed, instruction) group (a seeded subset, reusing as few episodes
     as it can); unset: every success with every failure."""

@@ -215,7 +215,9 @@ class Campaign:
         }
         if cfg.collect.min_mixed_groups:
             record["rollout/refill_passes"] = collection.refill_passes
-            record["rollout/mixed_groups"] = sum(mixed_groups(episodes).values())
+            record["rollout/mixed_groups"] = sum(
+                mixed_groups(episodes, cfg.organize.rl_groups).values()
+            )
         if collection.steps_per_s is not None:
             record["rollout/steps_per_s"] = collection.steps_per_s
         if cfg.collect.guidance.mode != "none":
@@ -405,7 +407,9 @@ class Campaign:
         episodes = held(self._jobs(k))
         plan: list[list[str]] = []
         while episodes is not None and len(plan) < cfg.max_refills:
-            short = short_tasks(episodes, self.task_ids, cfg.min_mixed_groups)
+            short = short_tasks(
+                episodes, self.task_ids, cfg.min_mixed_groups, self.config.organize.rl_groups
+            )
             if not short:
                 break
             plan.append(short)

@@ -10,15 +10,21 @@ import numpy as np
 from verifiers.episode import Decision, Episode
 
 BALANCE_MODES = ("none", "downsample", "upsample")
+RL_GROUPINGS = ("instruction", "scene")
+"""What an RL group shares: `instruction` (task, seed and instruction: the GRPO / RLOO group) or
+`scene` (task and seed: samples of one scene under its different instructions, whose
+leave-one-out baseline is the scene's other samples, `collect.instructions_per_scene`)."""
 
 
 @dataclass
 class RLGroup:
-    """K episodes from the same task, seed and instruction, with their outcomes (for GRPO / RLOO)."""
+    """K episodes from the same task and seed (and instruction, unless grouped by scene), with
+    their outcomes (for GRPO / RLOO)."""
 
     task_id: str
     env_seed: int
     instruction: str
+    """The members' instruction; "" for a scene group (its members were told different ones)."""
     episodes: list[Episode]
     rewards: np.ndarray
     """float32 [K]: 1.0 for a verified success, 0.0 otherwise."""
@@ -109,12 +115,17 @@ def build_sft_set(
     return result
 
 
-def _groups(episodes: Sequence[Episode], include_relabelled: bool) -> dict[tuple, list[int]]:
+def _groups(
+    episodes: Sequence[Episode], include_relabelled: bool, by: str = "instruction"
+) -> dict[tuple, list[int]]:
+    if by not in RL_GROUPINGS:
+        raise ValueError(f"unknown grouping {by!r}; expected one of {RL_GROUPINGS}")
     groups: dict[tuple, list[int]] = {}
     for i, episode in enumerate(episodes):
         if episode.relabelled_from is not None and not include_relabelled:
             continue
-        groups.setdefault(_key(episode), []).append(i)
+        key = _key(episode) if by == "instruction" else (*_key(episode)[:2], "")
+        groups.setdefault(key, []).append(i)
     return groups
 
 
@@ -126,8 +137,10 @@ def build_rl_groups(
     min_group_size: int = 2,
     drop_uniform: bool = False,
     include_relabelled: bool = False,
+    by: str = "instruction",
 ) -> list[RLGroup]:
-    """Episodes grouped by (task, seed, instruction), each with its 0/1 verified outcome.
+    """Episodes grouped by (task, seed, instruction), or with `by="scene"` by (task, seed), each
+    with its 0/1 verified outcome.
 
     `group_size` K keeps the first K episodes of each group and drops groups with fewer;
     otherwise groups smaller than `min_group_size` are dropped. `drop_uniform` drops groups whose
@@ -138,7 +151,9 @@ def build_rl_groups(
         raise ValueError(f"group_size must be >= 1 or None; got {group_size}")
     outcome = passed_episodes(episodes, decisions)
     result = []
-    for (task_id, env_seed, instruction), members in _groups(episodes, include_relabelled).items():
+    for (task_id, env_seed, instruction), members in _groups(
+        episodes, include_relabelled, by
+    ).items():
         if group_size is not None:
             if len(members) < group_size:
                 continue
@@ -153,18 +168,20 @@ def build_rl_groups(
     return result
 
 
-def mixed_groups(episodes: Sequence[Episode]) -> dict[str, int]:
-    """Per task, the (seed, instruction) groups of two or more episodes whose environment
+def mixed_groups(episodes: Sequence[Episode], by: str = "instruction") -> dict[str, int]:
+    """Per task, the groups (`build_rl_groups`' `by`) of two or more episodes whose environment
     outcomes differ: the groups a group-relative RL update learns from."""
     counts: dict[str, int] = {}
-    for group in build_rl_groups(episodes, None, drop_uniform=True):
+    for group in build_rl_groups(episodes, None, drop_uniform=True, by=by):
         counts[group.task_id] = counts.get(group.task_id, 0) + 1
     return counts
 
 
-def short_tasks(episodes: Sequence[Episode], task_ids: Sequence[str], target: int) -> list[str]:
+def short_tasks(
+    episodes: Sequence[Episode], task_ids: Sequence[str], target: int, by: str = "instruction"
+) -> list[str]:
     """The tasks (in `task_ids` order) with fewer than `target` mixed groups in `episodes`."""
-    counts = mixed_groups(episodes)
+    counts = mixed_groups(episodes, by)
     return [t for t in task_ids if counts.get(t, 0) < target]
 
 

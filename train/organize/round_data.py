@@ -63,7 +63,9 @@ def build_round_data(
         seed=seed,
     )
     sft = sft + labelled_failures
-    rl = build_rl_groups(current.episodes, current.decisions, drop_uniform=True)
+    rl = build_rl_groups(
+        current.episodes, current.decisions, drop_uniform=True, by=organize.rl_groups
+    )
     dpo = build_dpo_pairs(
         current.episodes,
         current.decisions,
