@@ -49,7 +49,9 @@ def _campaign(out: Path, overrides: list[str]) -> Campaign:
 
 def _rows(run: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if not k.endswith("_per_s")} for row in rows]
+    return [
+        {k: v for k, v in row.items() if not k.endswith(("_per_s", "_seconds"))} for row in rows
+    ]
 
 
 def _same_episodes(a, b) -> None:

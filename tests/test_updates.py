@@ -253,3 +253,17 @@ def test_dpo_length_norm_scores_the_mean_token_log_prob(demos, failures):
     for length_norm in (False, True):
         m = dpo_objective(policy, pairs, DPOConfig(length_norm=length_norm))
         assert m["dpo_loss"] == pytest.approx(np.log(2), abs=1e-5)
+
+
+def test_rl_target_kl_stops_the_update_early(rl_groups):
+    runs = {}
+    for target in (0.0, 1e-4):
+        policy = Policy.from_preset("tiny", seed=0)
+        config = RLConfig(lr=1e-3, epochs=4, batch_size=4, target_kl=target)
+        runs[target] = rl_update(policy, rl_groups, config)
+    assert runs[0.0]["train/rl_stopped_by_kl"] == 0.0
+    assert runs[1e-4]["train/rl_stopped_by_kl"] == 1.0
+    steps = "train/rl_optimizer_steps"
+    assert 1 <= runs[1e-4][steps] < runs[0.0][steps]
+    with pytest.raises(ValueError, match="target_kl must be >= 0"):
+        RLConfig(target_kl=-1.0)

@@ -241,7 +241,9 @@ class Campaign:
                 log.info("round %d: %s skipped, no data (%s)", k, name, update.needs)
                 record[f"train/{name}_skipped"] = 1
                 continue
+            start = time.perf_counter()
             record.update(update.run(self.policy, payload, getattr(cfg.optimize, name), context))
+            record[f"train/{name}_seconds"] = time.perf_counter() - start  # its budget in time
         record.update(_input_reliance(self.policy, data.sft, cfg.update_seed(k)))
         self.runlog.save_partial(k, record)
         self._save(k, self.policy)

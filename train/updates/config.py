@@ -105,6 +105,9 @@ class RLConfig(OptimConfig):
     """How the policy-gradient terms are averaged: `token` (every action token of the update
     alike: long episodes weigh more) or `episode` (each episode's tokens weigh 1 / its length,
     so every episode counts alike, as a sequence-level loss)."""
+    target_kl: float = 0.0
+    """Stop the update early (PPO's target KL) once a minibatch's approximate KL of the acting
+    policy from the updated one exceeds this; 0: off (run every epoch)."""
     negative_weight: float = 1.0
     """Scale of the negative advantages (the failures' push-down), in [0, 1]: 1 is the plain
     group-relative gradient; 0 learns only from the successes of mixed groups (a REINFORCE
@@ -122,6 +125,8 @@ class RLConfig(OptimConfig):
             raise ValueError(
                 f"need clip_eps > 0 and clip_high >= 0, got {self.clip_eps} and {self.clip_high}"
             )
+        if self.target_kl < 0:
+            raise ValueError(f"target_kl must be >= 0 (0: off), got {self.target_kl}")
         if not 0.0 <= self.negative_weight <= 1.0:
             raise ValueError(f"negative_weight must be in [0, 1], got {self.negative_weight}")
         if self.aggregation not in AGGREGATIONS:

@@ -136,8 +136,9 @@ def rl_update(
     `train/rl_approx_kl` (KL of the acting policy from the updated one, k3), `train/rl_entropy`
     (sampled-token estimate) (means over the last epoch), `train/rl_ratio_max` (over the whole
     update), `train/rl_groups_used`, `train/rl_groups_skipped`, `train/rl_advantage_abs`,
-    `_mean`, `_std`, `_max`, the optimizer's metrics (gradient norm among them), `train/rl_samples`
-    and `train/rl_samples_per_s`.
+    `_mean`, `_std`, `_max`, the optimizer's metrics (gradient norm and optimizer steps among
+    them), `train/rl_stopped_by_kl` (1 when `config.target_kl` ended the update early),
+    `train/rl_samples` and `train/rl_samples_per_s`.
     With every group skipped nothing is trained and only the counts are returned.
     """
     config = config or RLConfig()
@@ -163,14 +164,16 @@ def rl_update(
     keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl", "approx_kl", "entropy")
     ratio_max = 0.0
     samples = 0
+    stopped = False
     with training_mode(policy, seed):
         for _ in range(config.epochs):
-            if opt.done:
+            if opt.done or stopped:
                 break
             sums, count = dict.fromkeys(keys, 0.0), 0
             for index in minibatches(len(steps), config.batch_size, generator):
-                if opt.done:
+                if opt.done or stopped:
                     break
+                batch_kl = 0.0
                 for rows in (index[part] for part in chunks(len(index), config.forward_chunk)):
                     new = forward_logprobs(policy, steps.select(rows), temperature)
                     loss, m = grpo_loss(
@@ -188,8 +191,12 @@ def rl_update(
                         if key in sums:
                             sums[key] += float(value) * len(rows)
                     ratio_max = max(ratio_max, float(m["ratio_max"]))
+                    batch_kl += float(m["approx_kl"]) * len(rows) / len(index)
                 count += len(index)
                 opt.accumulated()
+                # PPO's early stop: the minibatch just taken shows the policy has left the
+                # neighbourhood of the one that acted; the ratio clip no longer bounds the step
+                stopped = config.target_kl > 0 and batch_kl > config.target_kl
             samples += count
         opt.flush()
     elapsed = time.perf_counter() - start
@@ -209,6 +216,7 @@ def rl_update(
         "train/rl_advantage_std": float(advantages.std(unbiased=False)),
         "train/rl_advantage_max": float(advantages.abs().max()),
         **opt.metrics(),
+        "train/rl_stopped_by_kl": float(stopped),
         "train/rl_samples": float(samples),
         "train/rl_samples_per_s": samples / elapsed,
     }
