@@ -133,3 +133,70 @@ def test_dpo_pairs_follow_decisions(pool):
     outcome = {d.episode_id: d.passed for d in decisions}
     for pair in build_dpo_pairs(pool, decisions):
         assert outcome[pair.chosen.episode_id] and not outcome[pair.rejected.episode_id]
+
+
+def test_hindsight_views_judge_every_sample_against_every_instruction_of_its_scene():
+    """Four samples of one scene: a success told red; a failure told blue that reached red; a
+    failure told red that reached nothing; a failure told blue that reached green. Under each
+    instruction the scene's four samples are judged anew."""
+    from dataclasses import replace
+
+    from train.organize.datasets import hindsight_views
+    from verifiers.relabel import relabelled_source
+
+    (base,) = episodes("reach", (0,), "expert")
+    red, blue, green = (base.instruction.replace(base.instruction.split()[-2], c) for c in
+                        ("red", "blue", "green"))  # fmt: skip
+
+    def sample(k, told, success, achieved):
+        return replace(
+            base, instruction=told, is_success=success, truncated=not success, achieved=achieved,
+            achieved_at={}, episode_id=f"{base.episode_id}/k{k}",
+            logprobs=np.full(base.logprobs.shape, -0.5, dtype=np.float32),
+        )  # fmt: skip
+
+    scene = [
+        sample(0, red, True, [red]),
+        sample(1, blue, False, [red]),
+        sample(2, red, False, []),
+        sample(3, blue, False, [green]),
+    ]
+    relabelled = relabel(scene)
+    assert [relabelled_source(e) for e in relabelled] == [scene[1].episode_id, scene[3].episode_id]
+    views = hindsight_views(scene, None, relabelled)
+    key = (base.task_id, int(base.env_seed))
+    assert list(views) == [(*key, red), (*key, blue), (*key, green)]
+    assert [ok for _, ok in views[(*key, red)]] == [True, True, False, False]
+    assert [ok for _, ok in views[(*key, blue)]] == [False] * 4
+    assert [ok for _, ok in views[(*key, green)]] == [False, False, False, True]
+    for instruction, view in zip((red, blue, green), views.values(), strict=True):
+        assert all(e.instruction == instruction for e, _ in view)
+        for (e, _), source in zip(view, scene, strict=True):
+            sampled = e is source  # only a sample under the instruction it was told keeps it all
+            assert sampled == (source.instruction == instruction)
+            assert np.isfinite(e.logprobs).all() == sampled, e.episode_id
+            assert (e.relabelled_from is None) == sampled
+            np.testing.assert_array_equal(e.action_bins, source.action_bins)
+    # a relabelled view is the relabelling (the environment's decision); a failure view is named
+    assert views[(*key, red)][1][0].episode_id == relabelled[0].episode_id
+    assert views[(*key, red)][3][0].episode_id == f"{scene[3].episode_id}/as:{red}"
+
+    groups = build_rl_groups(scene, by="hindsight", drop_uniform=True, relabelled=relabelled)
+    assert [(g.instruction, g.rewards.tolist()) for g in groups] == [
+        (red, [1.0, 1.0, 0.0, 0.0]),
+        (green, [0.0, 0.0, 0.0, 1.0]),
+    ]
+    # without the verified relabellings, the environment's are made (dynamic sampling counts)
+    same = build_rl_groups(scene, by="hindsight", drop_uniform=True)
+    assert [g.rewards.tolist() for g in same] == [g.rewards.tolist() for g in groups]
+    # per told instruction, only the two samples told red carry signal
+    assert [g.rewards.tolist() for g in build_rl_groups(scene, drop_uniform=True)] == [[1.0, 0.0]]
+    pairs = build_dpo_pairs(scene, by="hindsight", relabelled=relabelled)
+    assert len(pairs) == 2 * 2 + 1 * 3
+    assert all(p.chosen.instruction == p.rejected.instruction for p in pairs)
+    assert all(p.rejected.is_success is False for p in pairs)
+    assert len(build_dpo_pairs(scene)) == 1 * 1  # told red: the success and the failure
+    with pytest.raises(ValueError, match="unknown DPO pairing 'scene'"):
+        build_dpo_pairs(scene, by="scene")
+    with pytest.raises(ValueError, match="got relabelled ones"):
+        hindsight_views(scene + relabelled)

@@ -81,6 +81,16 @@ def test_every_count_in_the_config_is_checked_with_its_key(override, message):
     assert str(err.value).startswith(message), str(err.value)
 
 
+@pytest.mark.parametrize("key", ["rl_groups", "dpo_pairs"])
+def test_hindsight_groups_need_relabelling(key):
+    overrides = [f'organize.{key}="hindsight"', "organize.relabel=false"]
+    with pytest.raises(ConfigError, match=f"organize.{key}='hindsight' judges .* needs organize"):
+        load_campaign_config(preset="tiny", overrides=overrides)
+    with pytest.raises(ConfigError, match="organize.dpo_pairs"):
+        load_campaign_config(preset="tiny", overrides=['organize.dpo_pairs="scene"'])
+    assert load_campaign_config(preset="tiny", overrides=overrides[:1]).organize.relabel
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -267,3 +267,36 @@ def test_rl_target_kl_stops_the_update_early(rl_groups):
     assert 1 <= runs[1e-4][steps] < runs[0.0][steps]
     with pytest.raises(ValueError, match="target_kl must be >= 0"):
         RLConfig(target_kl=-1.0)
+
+
+def test_rl_hindsight_views_take_the_entering_policys_logprobs(rl_groups):
+    """A hindsight view (`train.organize.datasets.hindsight_views`: an episode judged against an
+    instruction it was not told) has no behaviour log-probs: its ratio starts at 1 against the
+    policy entering the update, and the update raises its actions under that instruction."""
+    from dataclasses import replace
+
+    views = [
+        RLGroup(
+            g.task_id, g.env_seed, g.instruction,
+            [replace(g.episodes[0], relabelled_from="told something else",
+                     logprobs=np.full_like(g.episodes[0].logprobs, np.nan)), g.episodes[1]],
+            g.rewards,
+        )
+        for g in rl_groups
+    ]  # fmt: skip
+    policy = Policy.from_preset("tiny", seed=0)
+    assert rl_objective(policy, views) == pytest.approx(
+        -np.mean(advantage_per_step(views)), abs=1e-3
+    )
+    entering = step_logprobs(policy, episode_steps([g.episodes[0] for g in views]))
+    metrics = rl_update(policy, views, RLConfig(lr=1e-3, epochs=2, batch_size=16))
+    view_steps = sum(g.episodes[0].length for g in views)
+    total = sum(e.length for g in views for e in g.episodes)
+    assert metrics["train/rl_hindsight_step_frac"] == pytest.approx(view_steps / total)
+    policy.model.eval()
+    after = step_logprobs(policy, episode_steps([g.episodes[0] for g in views]))
+    assert after.sum() > entering.sum()
+    # an episode the policy did not sample, with no relabelling behind it, is still refused
+    with pytest.raises(ValueError, match="log-probs"):
+        rl_update(policy, [replace(views[0], episodes=[replace(views[0].episodes[0],
+                  relabelled_from=None), views[0].episodes[1]])], RLConfig())  # fmt: skip

@@ -7,6 +7,9 @@ from dataclasses import replace
 
 from verifiers.episode import Episode
 
+RELABEL_SUFFIX = "/relabel:"
+"""A relabelled copy's `episode_id` is its source's, this, and the copy's index."""
+
 
 def relabel(episodes: Sequence[Episode]) -> list[Episode]:
     """New successful episodes, one per (failed episode, instruction its final state achieved).
@@ -43,12 +46,23 @@ def relabel(episodes: Sequence[Episode]) -> list[Episode]:
                     is_success=True,
                     truncated=False,
                     relabelled_from=episode.instruction,
-                    episode_id=f"{episode.episode_id}/relabel:{k}",
+                    episode_id=f"{episode.episode_id}{RELABEL_SUFFIX}{k}",
                     achieved=[instruction] if t < episode.length else list(episode.achieved),
                     achieved_at={instruction: t},
                 )
             )
     return relabelled
+
+
+def relabelled_source(episode: Episode) -> str:
+    """The `episode_id` of the sampled episode that relabelled `episode` was made from."""
+    source, found, _ = episode.episode_id.rpartition(RELABEL_SUFFIX)
+    if not found or episode.relabelled_from is None:
+        raise ValueError(
+            f"episode {episode.episode_id!r} is not a relabelling (expected an id ending "
+            f"{RELABEL_SUFFIX!r}<k> and relabelled_from set)"
+        )
+    return source
 
 
 def episode_prefix(episode: Episode, t: int) -> Episode:

@@ -137,11 +137,18 @@ class OrganizeSection:
     rarest task has, `upsample` repeats the rarer tasks' episodes up to the commonest's count."""
     max_per_task: int | None = None
     """Cap every task's SFT episodes at this many (after balancing); unset: no cap."""
-    rl_groups: Literal["instruction", "scene"] = "instruction"
+    rl_groups: Literal["instruction", "scene", "hindsight"] = "instruction"
     """What an RL group shares (`train.organize.datasets.RL_GROUPINGS`): `instruction` (the
-    samples of one scene under one instruction) or `scene` (all samples of a scene, under the
+    samples of one scene under one instruction), `scene` (all samples of a scene, under the
     different instructions `collect.instructions_per_scene` gives it: a policy that goes to
-    the same object whatever it is told then has successes and failures in one group)."""
+    the same object whatever it is told then has successes and failures in one group) or
+    `hindsight` (all samples of a scene judged against each instruction of the scene: a sample
+    that reached the blue ball is a success for "blue" and a failure for "red", whatever it was
+    told; `train.organize.datasets.hindsight_views`)."""
+    dpo_pairs: Literal["instruction", "hindsight"] = "instruction"
+    """Where a DPO pair comes from (`train.organize.datasets.DPO_PAIRINGS`): a success and a
+    failure told one scene's instruction, or (`hindsight`) any two samples of a scene, one that
+    achieved the instruction and one that did not."""
     max_pairs_per_group: int | None = None
     """DPO pairs kept per (seed, instruction) group (a seeded subset, reusing as few episodes
     as it can); unset: every success with every failure."""
@@ -239,6 +246,16 @@ class CampaignConfig:
             )
         if self.collect.temperature <= 0:
             raise ValueError(f"collect.temperature must be > 0, got {self.collect.temperature}")
+        hindsight = [
+            f"organize.{key}='hindsight'"
+            for key in ("rl_groups", "dpo_pairs")
+            if getattr(self.organize, key) == "hindsight"
+        ]
+        if hindsight and not self.organize.relabel:
+            raise ValueError(
+                f"{hindsight[0]} judges each sample against the instructions it achieved, which "
+                "needs organize.relabel=true, got false"
+            )
         unknown = [name for name in self.optimize.sequence if name not in OPTIMIZERS]
         if unknown:
             raise ValueError(

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from verifiers.episode import Decision, Episode
+from verifiers.relabel import relabel, relabelled_source
 
 BALANCE_MODES = ("none", "downsample", "upsample")
-RL_GROUPINGS = ("instruction", "scene")
-"""What an RL group shares: `instruction` (task, seed and instruction: the GRPO / RLOO group) or
+RL_GROUPINGS = ("instruction", "scene", "hindsight")
+"""What an RL group shares: `instruction` (task, seed and instruction: the GRPO / RLOO group),
 `scene` (task and seed: samples of one scene under its different instructions, whose
-leave-one-out baseline is the scene's other samples, `collect.instructions_per_scene`)."""
+leave-one-out baseline is the scene's other samples, `collect.instructions_per_scene`) or
+`hindsight` (task, seed and instruction, over every sample of the scene judged against that
+instruction: `hindsight_views`)."""
+DPO_PAIRINGS = ("instruction", "hindsight")
+"""Where a DPO pair's two trajectories come from: `instruction` (a success and a failure sampled
+under one scene's instruction) or `hindsight` (any two samples of one scene, one that achieved
+the instruction and one that did not, `hindsight_views`)."""
 
 
 @dataclass
@@ -138,9 +145,13 @@ def build_rl_groups(
     drop_uniform: bool = False,
     include_relabelled: bool = False,
     by: str = "instruction",
+    relabelled: Sequence[Episode] | None = None,
+    relabelled_decisions: Sequence[Decision] | None = None,
 ) -> list[RLGroup]:
     """Episodes grouped by (task, seed, instruction), or with `by="scene"` by (task, seed), each
-    with its 0/1 verified outcome.
+    with its 0/1 verified outcome; with `by="hindsight"`, every episode of a scene as seen under
+    each instruction of the scene (`hindsight_views`, from `relabelled`, the round's verified
+    relabellings, or without them the environment's).
 
     `group_size` K keeps the first K episodes of each group and drops groups with fewer;
     otherwise groups smaller than `min_group_size` are dropped. `drop_uniform` drops groups whose
@@ -149,11 +160,11 @@ def build_rl_groups(
     """
     if group_size is not None and group_size < 1:
         raise ValueError(f"group_size must be >= 1 or None; got {group_size}")
-    outcome = passed_episodes(episodes, decisions)
+    episodes, outcome, grouped = _judged_groups(
+        episodes, decisions, by, include_relabelled, relabelled, relabelled_decisions
+    )
     result = []
-    for (task_id, env_seed, instruction), members in _groups(
-        episodes, include_relabelled, by
-    ).items():
+    for (task_id, env_seed, instruction), members in grouped.items():
         if group_size is not None:
             if len(members) < group_size:
                 continue
@@ -166,6 +177,96 @@ def build_rl_groups(
         group = [episodes[i] for i in members]
         result.append(RLGroup(task_id, env_seed, instruction, group, rewards))
     return result
+
+
+def hindsight_views(
+    episodes: Sequence[Episode],
+    decisions: Sequence[Decision] | None = None,
+    relabelled: Sequence[Episode] | None = None,
+    relabelled_decisions: Sequence[Decision] | None = None,
+) -> dict[tuple[str, int, str], list[tuple[Episode, bool]]]:
+    """Per (task, seed, instruction): every sampled episode of that scene as seen under the
+    instruction, with its verified outcome under it (hindsight relabelling, HER, made a group).
+
+    The instructions of a scene are those its samples were told and those a failed sample
+    achieved. Under its own instruction a sample is itself, with its verified outcome; under an
+    instruction it achieved, its relabelling (the prefix up to the step it achieved it: a
+    success); under any other, a failure with that instruction (`episode_id` suffixed
+    `/as:<instruction>`). A view under another instruction has no behaviour log-probs (NaN
+    `logprobs`: the policy was told something else when it sampled those actions; RL takes them
+    from the policy entering the update) and keeps the instruction it was told in
+    `relabelled_from`. `relabelled` are the round's verified relabellings
+    (`verifiers.stage.verify_round`), decided by `relabelled_decisions`; None relabels the
+    episodes' environment failures here (for counting, before verification)."""
+    if any(e.relabelled_from is not None for e in episodes):
+        raise ValueError(
+            "hindsight views are built from the sampled episodes; got relabelled ones among "
+            "them (pass those as `relabelled`)"
+        )
+    outcome = passed_episodes(episodes, decisions)
+    if relabelled is None:
+        relabelled = relabel([e for e, ok in zip(episodes, outcome, strict=True) if not ok])
+    achieved: dict[str, dict[str, Episode]] = {}
+    for copy, ok in zip(relabelled, passed_episodes(relabelled, relabelled_decisions), strict=True):
+        if ok:
+            achieved.setdefault(relabelled_source(copy), {})[copy.instruction] = copy
+    scenes: dict[tuple[str, int], list[int]] = {}
+    instructions: dict[tuple[str, int], dict[str, None]] = {}
+    for i, episode in enumerate(episodes):
+        scene = (episode.task_id, int(episode.env_seed))
+        scenes.setdefault(scene, []).append(i)
+        told = instructions.setdefault(scene, {})
+        told[episode.instruction] = None
+        told.update(dict.fromkeys(achieved.get(episode.episode_id, {})))
+    views: dict[tuple[str, int, str], list[tuple[Episode, bool]]] = {}
+    for scene, members in scenes.items():
+        for instruction in instructions[scene]:
+            view = views.setdefault((*scene, instruction), [])
+            for i in members:
+                episode = episodes[i]
+                if episode.instruction == instruction:
+                    view.append((episode, outcome[i]))
+                elif instruction in achieved.get(episode.episode_id, {}):
+                    view.append((_unsampled(achieved[episode.episode_id][instruction]), True))
+                else:
+                    failure = replace(
+                        episode,
+                        instruction=instruction,
+                        is_success=False,
+                        relabelled_from=episode.instruction,
+                        episode_id=f"{episode.episode_id}/as:{instruction}",
+                    )
+                    view.append((_unsampled(failure), False))
+    return views
+
+
+def _judged_groups(
+    episodes: Sequence[Episode],
+    decisions: Sequence[Decision] | None,
+    by: str,
+    include_relabelled: bool,
+    relabelled: Sequence[Episode] | None,
+    relabelled_decisions: Sequence[Decision] | None,
+) -> tuple[list[Episode], list[bool], dict[tuple, list[int]]]:
+    """The episodes a grouping judges (with `by="hindsight"` the scene's views), their outcomes,
+    and each group's member indices."""
+    if by != "hindsight":
+        return (
+            list(episodes),
+            passed_episodes(episodes, decisions),
+            _groups(episodes, include_relabelled, by),
+        )
+    views = hindsight_views(episodes, decisions, relabelled, relabelled_decisions)
+    flat = [e for members in views.values() for e, _ in members]
+    outcome = [ok for members in views.values() for _, ok in members]
+    starts = np.cumsum([0] + [len(m) for m in views.values()]).tolist()
+    groups = {key: list(range(starts[g], starts[g + 1])) for g, key in enumerate(views)}
+    return flat, outcome, groups
+
+
+def _unsampled(episode: Episode) -> Episode:
+    """`episode` without behaviour log-probs (its actions were sampled under another instruction)."""
+    return replace(episode, logprobs=np.full(episode.logprobs.shape, np.nan, dtype=np.float32))
 
 
 def mixed_groups(episodes: Sequence[Episode], by: str = "instruction") -> dict[str, int]:
@@ -192,18 +293,28 @@ def build_dpo_pairs(
     max_pairs_per_group: int | None = None,
     include_relabelled: bool = False,
     seed: int = 0,
+    by: str = "instruction",
+    relabelled: Sequence[Episode] | None = None,
+    relabelled_decisions: Sequence[Decision] | None = None,
 ) -> list[DPOPair]:
-    """(success, failure) pairs from the same task, seed and instruction.
+    """(success, failure) pairs from the same task, seed and instruction; with `by="hindsight"`
+    from the scene's samples as seen under each of its instructions (`hindsight_views`): a
+    sample that reached the named object is preferred over one that did not, whatever each was
+    told.
 
     Every success is paired with every failure of its group; `max_pairs_per_group` keeps a seeded
     random subset of them, preferring pairs that reuse no episode.
     """
     if max_pairs_per_group is not None and max_pairs_per_group < 1:
         raise ValueError(f"max_pairs_per_group must be >= 1 or None; got {max_pairs_per_group}")
-    outcome = passed_episodes(episodes, decisions)
+    if by not in DPO_PAIRINGS:
+        raise ValueError(f"unknown DPO pairing {by!r}; expected one of {DPO_PAIRINGS}")
+    episodes, outcome, groups = _judged_groups(
+        episodes, decisions, by, include_relabelled, relabelled, relabelled_decisions
+    )
     rng = np.random.default_rng(seed)
     pairs = []
-    for members in _groups(episodes, include_relabelled).values():
+    for members in groups.values():
         wins = [i for i in members if outcome[i]]
         losses = [i for i in members if not outcome[i]]
         combos = [(w, lo) for w in wins for lo in losses]

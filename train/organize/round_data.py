@@ -64,13 +64,21 @@ def build_round_data(
     )
     sft = sft + labelled_failures
     rl = build_rl_groups(
-        current.episodes, current.decisions, drop_uniform=True, by=organize.rl_groups
+        current.episodes,
+        current.decisions,
+        drop_uniform=True,
+        by=organize.rl_groups,
+        relabelled=current.relabelled,
+        relabelled_decisions=current.relabelled_decisions,
     )
     dpo = build_dpo_pairs(
         current.episodes,
         current.decisions,
         max_pairs_per_group=organize.max_pairs_per_group,
         seed=seed,
+        by=organize.dpo_pairs,
+        relabelled=current.relabelled,
+        relabelled_decisions=current.relabelled_decisions,
     )
     metrics = {
         "organize/relabelled": len(current.relabelled),

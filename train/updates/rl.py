@@ -4,7 +4,9 @@ Each `RLGroup` holds K episodes of one task, seed and instruction with their out
 episode's advantage is its outcome minus the mean of the group's other outcomes; every step of
 the episode shares it. The importance ratio is taken per action token against the log-probs
 recorded at rollout (`episode.logprobs`, sampled at `temperature`: the collection's, never a
-setting of its own) and clipped PPO-style.
+setting of its own) and clipped PPO-style. A hindsight view (an episode judged against an
+instruction it was not told) has no recorded log-probs; its ratio is against the policy entering
+the update (`fill_old_logprobs`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def group_steps(
             skipped += 1
             continue
         for episode in group.episodes:
+            if episode.relabelled_from is not None:
+                continue  # a hindsight view: its actions were sampled under another instruction
             if not np.isfinite(episode.logprobs[policy_acted(episode)]).all():
                 raise ValueError(
                     f"episode {episode.episode_id!r} (policy {episode.policy_id!r}) has non-finite "
@@ -72,6 +76,24 @@ def group_steps(
     advantages = torch.where(advantages < 0, advantages * negative_weight, advantages)
     steps = episode_steps(episodes, chunk=chunk, acted=True)
     return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
+
+
+def fill_old_logprobs(
+    policy, steps: StepSet, temperature: float, chunk: int
+) -> tuple[torch.Tensor, int]:
+    """The steps' behaviour log-probs [N, d]: the recorded ones, and for the rows without any
+    (hindsight views of relabelled episodes: `train.organize.datasets.hindsight_views`) those of
+    `policy` as it is now, before the update, so their ratio starts at 1 and the clip keeps the
+    update near the entering policy under the relabelled instruction. Also how many rows were
+    filled."""
+    old = torch.from_numpy(steps.old_logprobs)
+    missing = np.flatnonzero(~np.isfinite(steps.old_logprobs).all(axis=1))
+    if len(missing):
+        old = old.clone()
+        old[torch.from_numpy(missing)] = step_logprobs(
+            policy, steps.select(missing), temperature, chunk
+        )
+    return old, len(missing)
 
 
 def episode_weights(episode_index: np.ndarray) -> torch.Tensor:
@@ -138,6 +160,8 @@ def rl_update(
     update), `train/rl_groups_used`, `train/rl_groups_skipped`, `train/rl_advantage_abs`,
     `_mean`, `_std`, `_max`, the optimizer's metrics (gradient norm and optimizer steps among
     them), `train/rl_stopped_by_kl` (1 when `config.target_kl` ended the update early),
+    `train/rl_hindsight_step_frac` (the share of steps from hindsight views, whose behaviour
+    log-probs are the entering policy's: `fill_old_logprobs`),
     `train/rl_samples` and `train/rl_samples_per_s`.
     With every group skipped nothing is trained and only the counts are returned.
     """
@@ -159,7 +183,7 @@ def rl_update(
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="rl")
     generator = torch.Generator().manual_seed(seed)
-    old = torch.from_numpy(steps.old_logprobs)
+    old, filled = fill_old_logprobs(policy, steps, temperature, config.forward_chunk)
     weights = episode_weights(steps.episode_index) if config.aggregation == "episode" else None
     keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl", "approx_kl", "entropy")
     ratio_max = 0.0
@@ -217,6 +241,7 @@ def rl_update(
         "train/rl_advantage_max": float(advantages.abs().max()),
         **opt.metrics(),
         "train/rl_stopped_by_kl": float(stopped),
+        "train/rl_hindsight_step_frac": filled / len(steps),
         "train/rl_samples": float(samples),
         "train/rl_samples_per_s": samples / elapsed,
     }
@@ -236,9 +261,10 @@ def rl_objective(
     if steps is None:
         return float("nan")
     new = step_logprobs(policy, steps, temperature, config.forward_chunk)
+    old, _ = fill_old_logprobs(policy, steps, temperature, config.forward_chunk)
     loss, _ = grpo_loss(
         new,
-        torch.from_numpy(steps.old_logprobs),
+        old,
         advantages,
         clip_eps=config.clip_eps,
         clip_high=config.clip_high or None,
