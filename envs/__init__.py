@@ -130,6 +130,17 @@ def load_task(name_or_id: str) -> type:
         ) from err
 
 
+def parse_instruction(name_or_id: str, instruction: str) -> tuple[int, dict[str, str]]:
+    """The template index and the goal fields of an instruction of a task (without making an
+    environment): `TabletopEnv.parse_instruction`."""
+    return load_task(name_or_id).parse_instruction(instruction)
+
+
+def phrase_instruction(name_or_id: str, goal: dict[str, str], template: int = 0) -> str:
+    """The instruction naming `goal` in the task's template `template` (0: the canonical form)."""
+    return load_task(name_or_id).instruction_templates[template].format(**goal)
+
+
 def make(name_or_id: str, **kwargs) -> gymnasium.Env:
     """`gymnasium.make` for a short name or an id; kwargs go to the task (e.g. `image_size`).
     A task that cannot be imported raises TaskLoadError naming it."""

@@ -8,6 +8,7 @@ templates, and five methods: `_reset_task` (seeded placement; returns the named 
 from __future__ import annotations
 
 import abc
+import re
 import string
 from pathlib import Path
 from typing import Any, ClassVar
@@ -255,6 +256,20 @@ class TabletopEnv(gym.Env, abc.ABC):
         canonical = self.instruction_templates[0]
         return [canonical.format(**g) for g in self._possible_goals() if self._goal_satisfied(g)]
 
+    @classmethod
+    def parse_instruction(cls, instruction: str) -> tuple[int, dict[str, str]]:
+        """The template (index into `instruction_templates`) an instruction is written in, and
+        the goal it names (the templates' fields): "reach the red ball" -> (1, {"color": "red"}).
+        ValueError when no template gives it."""
+        for k, template in enumerate(cls.instruction_templates):
+            match = _template_pattern(template).fullmatch(instruction)
+            if match is not None:
+                return k, match.groupdict()
+        raise ValueError(
+            f"{cls.__name__}: instruction {instruction!r} is in none of the task's templates "
+            f"{cls.instruction_templates}"
+        )
+
     def possible_instructions(self, template: int | None = 0) -> list[str]:
         """Instructions of every goal this task could name in the current scene (e.g. each ball's
         colour), in template form `template` (0, the canonical; None, the one this episode drew).
@@ -456,3 +471,15 @@ class TabletopEnv(gym.Env, abc.ABC):
         xyz = self.data.qpos[self._object_xyz]
         off = (xyz[:, 2] < -0.05) | np.any((xyz[:, :2] < self._table_low), axis=1)
         return int(np.count_nonzero(off | np.any(xyz[:, :2] > self._table_high, axis=1)))
+
+
+def _template_pattern(template: str) -> re.Pattern:
+    """A regular expression matching the instructions `template` formats (each field as a
+    named group; a field used twice must repeat its value)."""
+    parts, seen = [], set()
+    for literal, field, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field is not None:
+            parts.append(f"(?P={field})" if field in seen else f"(?P<{field}>.+?)")
+            seen.add(field)
+    return re.compile("".join(parts))

@@ -136,39 +136,43 @@ def test_dpo_pairs_follow_decisions(pool):
 
 
 def test_hindsight_views_judge_every_sample_against_every_instruction_of_its_scene():
-    """Four samples of one scene: a success told red; a failure told blue that reached red; a
-    failure told red that reached nothing; a failure told blue that reached green. Under each
-    instruction the scene's four samples are judged anew."""
+    """Four samples of one scene, told in the scene's template ("reach the ... ball"; the
+    environment names what a state achieved canonically, "touch the ... ball"): a success told
+    red; a failure told blue that reached red; a failure told red that reached nothing; a
+    failure told blue that reached green. Under each goal the scene's four samples are judged
+    anew, every view phrased as its sample was told."""
     from dataclasses import replace
 
     from train.organize.datasets import hindsight_views
     from verifiers.relabel import relabelled_source
 
     (base,) = episodes("reach", (0,), "expert")
-    red, blue, green = (base.instruction.replace(base.instruction.split()[-2], c) for c in
-                        ("red", "blue", "green"))  # fmt: skip
+    red, blue, green = (f"reach the {c} ball" for c in ("red", "blue", "green"))
+    touch = {c: f"touch the {c} ball" for c in ("red", "blue", "green")}
 
     def sample(k, told, success, achieved):
         return replace(
-            base, instruction=told, is_success=success, truncated=not success, achieved=achieved,
-            achieved_at={}, episode_id=f"{base.episode_id}/k{k}",
+            base, instruction=told, is_success=success, truncated=not success,
+            achieved=[touch[c] for c in achieved], achieved_at={},
+            episode_id=f"{base.episode_id}/k{k}",
             logprobs=np.full(base.logprobs.shape, -0.5, dtype=np.float32),
         )  # fmt: skip
 
     scene = [
-        sample(0, red, True, [red]),
-        sample(1, blue, False, [red]),
+        sample(0, red, True, ["red"]),
+        sample(1, blue, False, ["red"]),
         sample(2, red, False, []),
-        sample(3, blue, False, [green]),
+        sample(3, blue, False, ["green"]),
     ]
     relabelled = relabel(scene)
     assert [relabelled_source(e) for e in relabelled] == [scene[1].episode_id, scene[3].episode_id]
     views = hindsight_views(scene, None, relabelled)
     key = (base.task_id, int(base.env_seed))
-    assert list(views) == [(*key, red), (*key, blue), (*key, green)]
-    assert [ok for _, ok in views[(*key, red)]] == [True, True, False, False]
-    assert [ok for _, ok in views[(*key, blue)]] == [False] * 4
-    assert [ok for _, ok in views[(*key, green)]] == [False, False, False, True]
+    assert list(views) == [(*key, touch["red"]), (*key, touch["blue"]), (*key, touch["green"])]
+    red_view, blue_view, green_view = views.values()
+    assert [ok for _, ok in red_view] == [True, True, False, False]
+    assert [ok for _, ok in blue_view] == [False] * 4
+    assert [ok for _, ok in green_view] == [False, False, False, True]
     for instruction, view in zip((red, blue, green), views.values(), strict=True):
         assert all(e.instruction == instruction for e, _ in view)
         for (e, _), source in zip(view, scene, strict=True):
@@ -178,14 +182,27 @@ def test_hindsight_views_judge_every_sample_against_every_instruction_of_its_sce
             assert (e.relabelled_from is None) == sampled
             np.testing.assert_array_equal(e.action_bins, source.action_bins)
     # a relabelled view is the relabelling (the environment's decision); a failure view is named
-    assert views[(*key, red)][1][0].episode_id == relabelled[0].episode_id
-    assert views[(*key, red)][3][0].episode_id == f"{scene[3].episode_id}/as:{red}"
+    assert red_view[1][0].episode_id == relabelled[0].episode_id
+    assert relabelled[0].instruction == touch["red"]  # the view rephrases it as told
+    assert red_view[3][0].episode_id == f"{scene[3].episode_id}/as:{red}"
 
     groups = build_rl_groups(scene, by="hindsight", drop_uniform=True, relabelled=relabelled)
     assert [(g.instruction, g.rewards.tolist()) for g in groups] == [
-        (red, [1.0, 1.0, 0.0, 0.0]),
-        (green, [0.0, 0.0, 0.0, 1.0]),
+        (touch["red"], [1.0, 1.0, 0.0, 0.0]),
+        (touch["green"], [0.0, 0.0, 0.0, 1.0]),
     ]
+    # per sample, judged against the scene's instructions (red, blue, green): only the samples
+    # that achieved something carry signal, and none that achieved nothing is pushed down
+    per_sample = build_rl_groups(scene, by="trajectory", drop_uniform=True, relabelled=relabelled)
+    assert [(g.instruction, g.rewards.tolist()) for g in per_sample] == [
+        ("sample 0", [1.0, 0.0, 0.0]),
+        ("sample 1", [1.0, 0.0, 0.0]),
+        ("sample 3", [0.0, 0.0, 1.0]),
+    ]
+    assert [e.instruction for e in per_sample[2].episodes] == [red, blue, green]
+    assert {e.action_bins.tobytes() for e in per_sample[2].episodes[:2]} == {
+        scene[3].action_bins.tobytes()
+    }
     # without the verified relabellings, the environment's are made (dynamic sampling counts)
     same = build_rl_groups(scene, by="hindsight", drop_uniform=True)
     assert [g.rewards.tolist() for g in same] == [g.rewards.tolist() for g in groups]

@@ -199,3 +199,23 @@ def test_a_forced_instruction_keeps_the_scene_and_changes_the_goal(task):
     with pytest.raises(ValueError, match="template 9 is out of range"):
         env.unwrapped.possible_instructions(template=9)
     env.close()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_an_instruction_parses_to_its_template_and_goal(task):
+    """`envs.parse_instruction` reads back what every template writes (no environment made),
+    and `envs.phrase_instruction` writes a goal in any template."""
+    env = envs.make(task)
+    env.reset(seed=4)
+    templates = env.unwrapped.instruction_templates
+    for k in range(len(templates)):
+        for text, canonical in zip(
+            env.unwrapped.possible_instructions(template=k),
+            env.unwrapped.possible_instructions(),
+            strict=True,
+        ):
+            template, goal = envs.parse_instruction(task, text)
+            assert template == k and envs.phrase_instruction(task, goal) == canonical
+            assert envs.phrase_instruction(task, goal, k) == text
+    with pytest.raises(ValueError, match="'juggle the purple ball' is in none of the task's"):
+        envs.parse_instruction(task, "juggle the purple ball")

@@ -137,14 +137,16 @@ class OrganizeSection:
     rarest task has, `upsample` repeats the rarer tasks' episodes up to the commonest's count."""
     max_per_task: int | None = None
     """Cap every task's SFT episodes at this many (after balancing); unset: no cap."""
-    rl_groups: Literal["instruction", "scene", "hindsight"] = "instruction"
+    rl_groups: Literal["instruction", "scene", "hindsight", "trajectory"] = "instruction"
     """What an RL group shares (`train.organize.datasets.RL_GROUPINGS`): `instruction` (the
     samples of one scene under one instruction), `scene` (all samples of a scene, under the
     different instructions `collect.instructions_per_scene` gives it: a policy that goes to
     the same object whatever it is told then has successes and failures in one group) or
     `hindsight` (all samples of a scene judged against each instruction of the scene: a sample
     that reached the blue ball is a success for "blue" and a failure for "red", whatever it was
-    told; `train.organize.datasets.hindsight_views`)."""
+    told; `train.organize.datasets.hindsight_views`) or `trajectory` (one sample judged against
+    every instruction of its scene: the update learns which instruction a trajectory fulfils,
+    and a sample that achieved nothing is never pushed down)."""
     dpo_pairs: Literal["instruction", "hindsight"] = "instruction"
     """Where a DPO pair comes from (`train.organize.datasets.DPO_PAIRINGS`): a success and a
     failure told one scene's instruction, or (`hindsight`) any two samples of a scene, one that
@@ -247,9 +249,9 @@ class CampaignConfig:
         if self.collect.temperature <= 0:
             raise ValueError(f"collect.temperature must be > 0, got {self.collect.temperature}")
         hindsight = [
-            f"organize.{key}='hindsight'"
+            f"organize.{key}={getattr(self.organize, key)!r}"
             for key in ("rl_groups", "dpo_pairs")
-            if getattr(self.organize, key) == "hindsight"
+            if getattr(self.organize, key) in ("hindsight", "trajectory")
         ]
         if hindsight and not self.organize.relabel:
             raise ValueError(

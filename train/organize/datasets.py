@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+import envs
 from verifiers.episode import Decision, Episode
 from verifiers.relabel import relabel, relabelled_source
 
 BALANCE_MODES = ("none", "downsample", "upsample")
-RL_GROUPINGS = ("instruction", "scene", "hindsight")
+RL_GROUPINGS = ("instruction", "scene", "hindsight", "trajectory")
 """What an RL group shares: `instruction` (task, seed and instruction: the GRPO / RLOO group),
 `scene` (task and seed: samples of one scene under its different instructions, whose
 leave-one-out baseline is the scene's other samples, `collect.instructions_per_scene`) or
 `hindsight` (task, seed and instruction, over every sample of the scene judged against that
-instruction: `hindsight_views`)."""
+instruction: `hindsight_views`) or `trajectory` (one sample judged against every instruction
+of its scene: its leave-one-out baseline is its outcome under the other instructions, so the
+update learns which instruction a trajectory fulfils and never pushes down a sample that
+achieved nothing)."""
 DPO_PAIRINGS = ("instruction", "hindsight")
 """Where a DPO pair's two trajectories come from: `instruction` (a success and a failure sampled
 under one scene's instruction) or `hindsight` (any two samples of one scene, one that achieved
@@ -151,7 +156,8 @@ def build_rl_groups(
     """Episodes grouped by (task, seed, instruction), or with `by="scene"` by (task, seed), each
     with its 0/1 verified outcome; with `by="hindsight"`, every episode of a scene as seen under
     each instruction of the scene (`hindsight_views`, from `relabelled`, the round's verified
-    relabellings, or without them the environment's).
+    relabellings, or without them the environment's); with `by="trajectory"`, each episode's
+    views under the scene's instructions (the group's `instruction` is "sample <k>").
 
     `group_size` K keeps the first K episodes of each group and drops groups with fewer;
     otherwise groups smaller than `min_group_size` are dropped. `drop_uniform` drops groups whose
@@ -185,17 +191,19 @@ def hindsight_views(
     relabelled: Sequence[Episode] | None = None,
     relabelled_decisions: Sequence[Decision] | None = None,
 ) -> dict[tuple[str, int, str], list[tuple[Episode, bool]]]:
-    """Per (task, seed, instruction): every sampled episode of that scene as seen under the
-    instruction, with its verified outcome under it (hindsight relabelling, HER, made a group).
+    """Per (task, seed, goal): every sampled episode of that scene as seen under an instruction
+    naming the goal, with its verified outcome under it (hindsight relabelling, HER, made a
+    group). Keyed by the goal's canonical instruction.
 
-    The instructions of a scene are those its samples were told and those a failed sample
-    achieved. Under its own instruction a sample is itself, with its verified outcome; under an
-    instruction it achieved, its relabelling (the prefix up to the step it achieved it: a
-    success); under any other, a failure with that instruction (`episode_id` suffixed
-    `/as:<instruction>`). A view under another instruction has no behaviour log-probs (NaN
-    `logprobs`: the policy was told something else when it sampled those actions; RL takes them
-    from the policy entering the update) and keeps the instruction it was told in
-    `relabelled_from`. `relabelled` are the round's verified relabellings
+    Goals, not strings: "reach the red ball" and "touch the red ball" name one goal
+    (`envs.parse_instruction`); a scene's goals are those its samples were told and those a
+    failed sample achieved. Under its own goal a sample is itself, with its verified outcome;
+    under a goal it achieved, its relabelling (the prefix up to the step it achieved it: a
+    success); under any other, a failure (`episode_id` suffixed `/as:<instruction>`). A view
+    under another goal is phrased in the template of the instruction the sample was told, has
+    no behaviour log-probs (NaN `logprobs`: the policy was told something else when it sampled
+    those actions; RL takes them from the policy entering the update) and keeps the instruction
+    it was told in `relabelled_from`. `relabelled` are the round's verified relabellings
     (`verifiers.stage.verify_round`), decided by `relabelled_decisions`; None relabels the
     episodes' environment failures here (for counting, before verification)."""
     if any(e.relabelled_from is not None for e in episodes):
@@ -209,25 +217,29 @@ def hindsight_views(
     achieved: dict[str, dict[str, Episode]] = {}
     for copy, ok in zip(relabelled, passed_episodes(relabelled, relabelled_decisions), strict=True):
         if ok:
-            achieved.setdefault(relabelled_source(copy), {})[copy.instruction] = copy
+            goal = _canonical(copy.task_id, copy.instruction)
+            achieved.setdefault(relabelled_source(copy), {})[goal] = copy
     scenes: dict[tuple[str, int], list[int]] = {}
-    instructions: dict[tuple[str, int], dict[str, None]] = {}
+    goals: dict[tuple[str, int], dict[str, None]] = {}
     for i, episode in enumerate(episodes):
         scene = (episode.task_id, int(episode.env_seed))
         scenes.setdefault(scene, []).append(i)
-        told = instructions.setdefault(scene, {})
-        told[episode.instruction] = None
-        told.update(dict.fromkeys(achieved.get(episode.episode_id, {})))
+        named = goals.setdefault(scene, {})
+        named[_canonical(episode.task_id, episode.instruction)] = None
+        named.update(dict.fromkeys(achieved.get(episode.episode_id, {})))
     views: dict[tuple[str, int, str], list[tuple[Episode, bool]]] = {}
     for scene, members in scenes.items():
-        for instruction in instructions[scene]:
-            view = views.setdefault((*scene, instruction), [])
+        for goal in goals[scene]:
+            view = views.setdefault((*scene, goal), [])
             for i in members:
                 episode = episodes[i]
-                if episode.instruction == instruction:
+                if _canonical(episode.task_id, episode.instruction) == goal:
                     view.append((episode, outcome[i]))
-                elif instruction in achieved.get(episode.episode_id, {}):
-                    view.append((_unsampled(achieved[episode.episode_id][instruction]), True))
+                    continue
+                instruction = _rephrased(episode.task_id, goal, episode.instruction)
+                if goal in achieved.get(episode.episode_id, {}):
+                    success = achieved[episode.episode_id][goal]
+                    view.append((_unsampled(replace(success, instruction=instruction)), True))
                 else:
                     failure = replace(
                         episode,
@@ -240,6 +252,21 @@ def hindsight_views(
     return views
 
 
+@functools.lru_cache(maxsize=4096)
+def _canonical(task_id: str, instruction: str) -> str:
+    """The canonical instruction (template 0) of the goal `instruction` names."""
+    _, goal = envs.parse_instruction(task_id, instruction)
+    return envs.phrase_instruction(task_id, goal)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rephrased(task_id: str, canonical: str, like: str) -> str:
+    """The goal of `canonical` phrased in the template `like` is written in."""
+    template, _ = envs.parse_instruction(task_id, like)
+    _, goal = envs.parse_instruction(task_id, canonical)
+    return envs.phrase_instruction(task_id, goal, template)
+
+
 def _judged_groups(
     episodes: Sequence[Episode],
     decisions: Sequence[Decision] | None,
@@ -248,9 +275,9 @@ def _judged_groups(
     relabelled: Sequence[Episode] | None,
     relabelled_decisions: Sequence[Decision] | None,
 ) -> tuple[list[Episode], list[bool], dict[tuple, list[int]]]:
-    """The episodes a grouping judges (with `by="hindsight"` the scene's views), their outcomes,
-    and each group's member indices."""
-    if by != "hindsight":
+    """The episodes a grouping judges (with `by="hindsight"` or `"trajectory"` the scene's
+    views), their outcomes, and each group's member indices."""
+    if by not in ("hindsight", "trajectory"):
         return (
             list(episodes),
             passed_episodes(episodes, decisions),
@@ -261,6 +288,12 @@ def _judged_groups(
     outcome = [ok for members in views.values() for _, ok in members]
     starts = np.cumsum([0] + [len(m) for m in views.values()]).tolist()
     groups = {key: list(range(starts[g], starts[g + 1])) for g, key in enumerate(views)}
+    if by == "trajectory":  # the k-th member of each view of a scene is the scene's k-th sample
+        by_sample: dict[tuple, list[int]] = {}
+        for (task_id, env_seed, _), members in groups.items():
+            for k, i in enumerate(members):
+                by_sample.setdefault((task_id, env_seed, f"sample {k}"), []).append(i)
+        groups = by_sample
     return flat, outcome, groups
 
 
