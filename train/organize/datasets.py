@@ -219,13 +219,14 @@ def hindsight_views(
         if ok:
             goal = _canonical(copy.task_id, copy.instruction)
             achieved.setdefault(relabelled_source(copy), {})[goal] = copy
+    told = [_canonical(e.task_id, e.instruction) for e in episodes]
     scenes: dict[tuple[str, int], list[int]] = {}
     goals: dict[tuple[str, int], dict[str, None]] = {}
     for i, episode in enumerate(episodes):
         scene = (episode.task_id, int(episode.env_seed))
         scenes.setdefault(scene, []).append(i)
         named = goals.setdefault(scene, {})
-        named[_canonical(episode.task_id, episode.instruction)] = None
+        named[told[i]] = None
         named.update(dict.fromkeys(achieved.get(episode.episode_id, {})))
     views: dict[tuple[str, int, str], list[tuple[Episode, bool]]] = {}
     for scene, members in scenes.items():
@@ -233,7 +234,7 @@ def hindsight_views(
             view = views.setdefault((*scene, goal), [])
             for i in members:
                 episode = episodes[i]
-                if _canonical(episode.task_id, episode.instruction) == goal:
+                if told[i] == goal:
                     view.append((episode, outcome[i]))
                     continue
                 instruction = _rephrased(episode.task_id, goal, episode.instruction)

@@ -79,19 +79,23 @@ def group_steps(
 
 
 def fill_old_logprobs(
-    policy, steps: StepSet, temperature: float, chunk: int
+    policy, steps: StepSet, temperature: float, chunk: int, current: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, int]:
     """The steps' behaviour log-probs [N, d]: the recorded ones, and for the rows without any
     (hindsight views of relabelled episodes: `train.organize.datasets.hindsight_views`) those of
     `policy` as it is now, before the update, so their ratio starts at 1 and the clip keeps the
-    update near the entering policy under the relabelled instruction. Also how many rows were
-    filled."""
+    update near the entering policy under the relabelled instruction. `current`: the policy's
+    log-probs of every step, when the caller has them already (no second forward pass). Also
+    how many rows were filled."""
     old = torch.from_numpy(steps.old_logprobs)
     missing = np.flatnonzero(~np.isfinite(steps.old_logprobs).all(axis=1))
     if len(missing):
+        rows = torch.from_numpy(missing)
         old = old.clone()
-        old[torch.from_numpy(missing)] = step_logprobs(
-            policy, steps.select(missing), temperature, chunk
+        old[rows] = (
+            current[rows]
+            if current is not None
+            else step_logprobs(policy, steps.select(missing), temperature, chunk)
         )
     return old, len(missing)
 
@@ -261,7 +265,7 @@ def rl_objective(
     if steps is None:
         return float("nan")
     new = step_logprobs(policy, steps, temperature, config.forward_chunk)
-    old, _ = fill_old_logprobs(policy, steps, temperature, config.forward_chunk)
+    old, _ = fill_old_logprobs(policy, steps, temperature, config.forward_chunk, current=new)
     loss, _ = grpo_loss(
         new,
         old,
