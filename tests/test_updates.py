@@ -300,3 +300,65 @@ def test_rl_hindsight_views_take_the_entering_policys_logprobs(rl_groups):
     with pytest.raises(ValueError, match="log-probs"):
         rl_update(policy, [replace(views[0], episodes=[replace(views[0].episodes[0],
                   relabelled_from=None), views[0].episodes[1]])], RLConfig())  # fmt: skip
+
+
+def test_rl_demo_weight_learns_the_demonstrations_beside_the_groups(rl_groups, demos, failures):
+    """`demo_weight` adds the demonstrations' cross-entropy to every minibatch (DAPG): their
+    actions rise; with `pg_weight=0` the rollouts' outcomes are ignored (the control), so the
+    sampled failures' actions are not pushed down as they are with the policy-gradient term."""
+    demo_steps = episode_steps(failures)  # demonstrations the groups do not hold
+    runs = {}
+    for pg_weight in (1.0, 0.0):
+        policy = Policy.from_preset("tiny", seed=0)
+        before = step_logprobs(policy, demo_steps)
+        config = RLConfig(lr=1e-3, epochs=2, batch_size=8, demo_weight=1.0, pg_weight=pg_weight)
+        metrics = rl_update(policy, rl_groups, config, demos=failures)
+        policy.model.eval()
+        assert step_logprobs(policy, demo_steps).sum() > before.sum() + 1.0
+        assert np.isfinite(metrics["train/rl_demo_nll"]) and metrics["train/rl_demo_nll"] > 0
+        runs[pg_weight] = step_logprobs(policy, episode_steps([g.episodes[1] for g in rl_groups]))
+    recorded = np.concatenate([g.episodes[1].logprobs for g in rl_groups])
+    assert runs[1.0].sum() < recorded.sum() and runs[1.0].sum() < runs[0.0].sum()
+    with pytest.raises(ValueError, match="needs demonstrations"):
+        rl_update(Policy.from_preset("tiny", seed=0), rl_groups, RLConfig(demo_weight=1.0))
+    with pytest.raises(ValueError, match="pg_weight=0 needs demo_weight"):
+        RLConfig(pg_weight=0.0)
+
+
+def test_dpo_demo_weight_learns_the_demonstrations(demos, failures):
+    """`demo_weight` adds the demonstrations' cross-entropy: here the demonstrations stand-in is
+    the rejected trajectories, which DPO alone pushes down and the demo term lifts."""
+    pairs = [DPOPair(c, r) for c, r in zip(demos, failures, strict=True)]
+    rejected = episode_steps(failures)
+    after = {}
+    for weight in (0.0, 5.0):
+        policy = Policy.from_preset("tiny", seed=0)
+        config = DPOConfig(lr=1e-3, epochs=2, batch_size=2, demo_weight=weight)
+        metrics = dpo_update(policy, pairs, config, seed=0, demos=failures)
+        policy.model.eval()
+        after[weight] = step_logprobs(policy, rejected).sum()
+        assert ("train/dpo_demo_nll" in metrics) == (weight > 0)
+    assert after[5.0] > after[0.0] + 1.0
+    assert np.isfinite(metrics["train/dpo_demo_nll"])
+    with pytest.raises(ValueError, match="needs demonstrations"):
+        dpo_update(policy, pairs, config)
+
+
+def test_rl_augment_shift_moves_the_images_and_still_learns(rl_groups):
+    """`augment_shift` translates the update's images (the ratio stays against the recorded
+    log-probs): the update differs from the unshifted one, repeats with its seed, and still
+    raises the successes' actions."""
+    weights = {}
+    for shift, seed in ((0, 0), (2, 0), (2, 0)):
+        policy = Policy.from_preset("tiny", seed=0)
+        rl_update(policy, rl_groups, RLConfig(lr=1e-3, epochs=2, batch_size=8,
+                  augment_shift=shift), seed=seed)  # fmt: skip
+        weights.setdefault(shift, []).append(snapshot(policy))
+    same = weights[2][0].keys()
+    assert all(torch.equal(weights[2][0][n], weights[2][1][n]) for n in same)
+    assert not all(torch.equal(weights[0][0][n], weights[2][0][n]) for n in same)
+    policy.model.eval()
+    success = step_logprobs(policy, episode_steps([g.episodes[0] for g in rl_groups]))
+    assert success.sum() > np.concatenate([g.episodes[0].logprobs for g in rl_groups]).sum()
+    with pytest.raises(ValueError, match="augment_shift must be >= 0"):
+        RLConfig(augment_shift=-1)

@@ -233,7 +233,14 @@ class Campaign:
             seed=cfg.organize_seed(k),
         )
         record.update(data.metrics)
-        context = RoundContext(seed=cfg.update_seed(k), temperature=cfg.collect.temperature)
+        demos = self.verified_demos()
+        context = RoundContext(
+            seed=cfg.update_seed(k),
+            temperature=cfg.collect.temperature,
+            demos=tuple(
+                e for e, d in zip(demos.episodes, demos.decisions, strict=True) if d.passed
+            ),
+        )
         for name in cfg.optimize.sequence:
             update = UPDATES[name]
             payload = getattr(data, update.data)

@@ -21,6 +21,9 @@ class RoundContext:
     """Seeds the update's shuffling and dropout (`CampaignConfig.update_seed`)."""
     temperature: float
     """The collection's sampling temperature: the rollouts' log-probs were taken at it."""
+    demos: tuple = ()
+    """The campaign's verified successful demonstrations (frames loaded), for the updates that
+    learn beside them (`optimize.rl.demo_weight`, `optimize.dpo.demo_weight`)."""
 
 
 def run_sft(policy, data: list, config: SFTConfig, context: RoundContext) -> dict[str, float]:
@@ -32,13 +35,20 @@ def run_sft(policy, data: list, config: SFTConfig, context: RoundContext) -> dic
 def run_rl(policy, data: list, config: RLConfig, context: RoundContext) -> dict[str, float]:
     from train.updates.rl import rl_update
 
-    return rl_update(policy, data, config, temperature=context.temperature, seed=context.seed)
+    return rl_update(
+        policy,
+        data,
+        config,
+        temperature=context.temperature,
+        seed=context.seed,
+        demos=context.demos,
+    )
 
 
 def run_dpo(policy, data: list, config: DPOConfig, context: RoundContext) -> dict[str, float]:
     from train.updates.dpo import dpo_update
 
-    return dpo_update(policy, data, config, seed=context.seed)
+    return dpo_update(policy, data, config, seed=context.seed, demos=context.demos)
 
 
 @dataclass(frozen=True)

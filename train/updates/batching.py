@@ -16,6 +16,7 @@ import torch
 
 from train.collect.guidance import policy_acted
 from train.organize.waypoints import episode_waypoints
+from train.updates.losses import sft_loss
 from verifiers.episode import Episode
 
 
@@ -260,3 +261,34 @@ def step_logprobs(
         for rows in chunks(len(steps), chunk)
     ]
     return torch.cat(parts)
+
+
+def demo_step_set(
+    demos: Sequence[Episode], chunk: int, weight: float, where: str
+) -> StepSet | None:
+    """The steps of the demonstrations an update learns beside with `weight` > 0 (`demo_nll`);
+    None when `weight` is 0. Raises when the weight asks for demonstrations and there are none
+    (`where`: the config section, for the message)."""
+    if weight <= 0:
+        return None
+    if not demos:
+        raise ValueError(f"{where}.demo_weight={weight} needs demonstrations; none given")
+    return episode_steps(demos, chunk)
+
+
+def demo_nll(
+    policy, demo_steps: StepSet, n: int, generator: torch.Generator, shift: int = 0
+) -> torch.Tensor:
+    """The action-token cross-entropy of `n` demonstration steps drawn with `generator` (images
+    shifted by up to `shift` pixels), with gradients (a chunk policy: the steps' chunks, past
+    the episode's end masked): the term RL and DPO add with `demo_weight` to learn beside the
+    demonstrations."""
+    rows = torch.randint(len(demo_steps), (n,), generator=generator).numpy()
+    part = demo_steps.select(rows)
+    part.images = shift_images(part.images, shift, generator)
+    logprobs = forward_outputs(policy, part).logprobs
+    mask = None
+    if part.chunk_mask is not None:
+        mask = torch.from_numpy(part.chunk_mask).to(logprobs.device)
+        mask = mask.repeat_interleave(policy.action_dim, dim=1)
+    return sft_loss(logprobs, mask)

@@ -116,9 +116,33 @@ class RLConfig(OptimConfig):
     """How the RLOO advantages are scaled: `none`, `group` (divided by their group's outcome
     standard deviation, as GRPO does) or `batch` (by the standard deviation over the update's
     samples)."""
+    demo_weight: float = 0.0
+    """Add this times the demonstrations' action-token cross-entropy to every minibatch's loss
+    (demonstration-augmented policy gradient, as DAPG; a batch of demonstration steps as large as
+    the minibatch, drawn each step): the demonstrations name every object, which the policy's
+    own samples of a scene mostly do not, so RL keeps reading the instruction (BENCHMARKS.md,
+    "RL with the demonstrations beside it"). 0: RL on the rollouts alone."""
+    augment_shift: int = 0
+    """Translate each image of the update by up to this many pixels (random per sample, as
+    SFT's; the behaviour log-probs stay those recorded on the image the policy saw, as RAD and
+    DrQ do with PPO): the update sees each scene in many places, not the one it collected;
+    0: off."""
+    pg_weight: float = 1.0
+    """Weight of the policy-gradient term; 0 with `demo_weight` > 0 trains on the
+    demonstrations alone with the same optimizer, steps and batches: the control that shows
+    what the rollouts' outcomes add."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.augment_shift < 0:
+            raise ValueError(f"augment_shift must be >= 0, got {self.augment_shift}")
+        if self.demo_weight < 0 or self.pg_weight < 0:
+            raise ValueError(
+                f"demo_weight and pg_weight must be >= 0, got {self.demo_weight} and "
+                f"{self.pg_weight}"
+            )
+        if self.demo_weight == 0 and self.pg_weight == 0:
+            raise ValueError("pg_weight=0 needs demo_weight > 0: the update would learn nothing")
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.clip_eps <= 0 or self.clip_high < 0:
@@ -158,9 +182,15 @@ class DPOConfig(OptimConfig):
     """Add this times the chosen trajectories' mean action-token negative log-likelihood to the
     loss (RPO / iterative RPO): DPO alone can lower the chosen trajectory's likelihood along with
     the rejected one's; 0: plain DPO."""
+    demo_weight: float = 0.0
+    """Add this times the demonstrations' action-token cross-entropy to every minibatch's loss
+    (as `RLConfig.demo_weight`; as many demonstration steps as the batch's chosen trajectories
+    hold, at most `forward_chunk`); 0: off."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.demo_weight < 0:
+            raise ValueError(f"demo_weight must be >= 0, got {self.demo_weight}")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.temperature <= 0:

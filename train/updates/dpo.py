@@ -18,6 +18,8 @@ import torch
 from train.updates.batching import (
     StepSet,
     chunks,
+    demo_nll,
+    demo_step_set,
     episode_steps,
     forward_logprobs,
     minibatches,
@@ -103,10 +105,18 @@ def backward_pairs(
 
 
 def dpo_update(
-    policy, pairs: Sequence, config: DPOConfig | None = None, reference=None, *, seed: int = 0
+    policy,
+    pairs: Sequence,
+    config: DPOConfig | None = None,
+    reference=None,
+    *,
+    seed: int = 0,
+    demos: Sequence = (),
 ) -> dict[str, float]:
     """Train `policy` in place by DPO on `pairs` (DPOPairs of episodes with frames loaded);
-    `seed` seeds the shuffling and any dropout.
+    `seed` seeds the shuffling and any dropout. `demos`: successful demonstrations; with
+    `config.demo_weight` > 0 each minibatch also learns some of their steps by cross-entropy
+    (`train/dpo_demo_nll`).
 
     `reference` (an agent.Policy) overrides the default reference (the adapter-disabled model
     with LoRA, else the policy as it is before this update). Returns `train/dpo_loss`,
@@ -127,10 +137,12 @@ def dpo_update(
         trajectory, 2 * num_pairs, steps.bins.shape[-1], config.length_norm
     )
     rows_of = np.split(np.arange(len(steps)), np.cumsum(np.bincount(steps.episode_index))[:-1])
+    demo_steps = demo_step_set(demos, policy.chunk, config.demo_weight, "optimize.dpo")
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(num_pairs, config), name="dpo")
     generator = torch.Generator().manual_seed(seed)
     keys = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_nll")
+    keys += ("demo_nll",)
     samples, pairs_seen = 0, 0
     with training_mode(policy, seed):
         for _ in range(config.epochs):
@@ -148,6 +160,11 @@ def dpo_update(
                 loss, m = backward_pairs(
                     policy, batch, ref[torch.from_numpy(trajectories)], config, opt.loss_scale
                 )
+                if demo_steps is not None:
+                    n = min(sum(len(rows_of[t]) for t in index), config.forward_chunk)
+                    nll = demo_nll(policy, demo_steps, n, generator)
+                    (config.demo_weight * nll * opt.loss_scale).backward()
+                    m["demo_nll"] = nll.detach()
                 for key, value in {"loss": loss, **m}.items():
                     sums[key] += float(value) * len(index)
                 count += len(index)
@@ -164,6 +181,7 @@ def dpo_update(
         "train/dpo_chosen_reward": mean["chosen_reward"],
         "train/dpo_rejected_reward": mean["rejected_reward"],
         **({"train/dpo_chosen_nll": mean["chosen_nll"]} if config.nll_weight > 0 else {}),
+        **({"train/dpo_demo_nll": mean["demo_nll"]} if demo_steps is not None else {}),
         **opt.metrics(),
         "train/dpo_samples": float(samples),
         "train/dpo_samples_per_s": samples / elapsed,

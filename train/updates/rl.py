@@ -21,9 +21,12 @@ from train.collect.guidance import policy_acted
 from train.updates.batching import (
     StepSet,
     chunks,
+    demo_nll,
+    demo_step_set,
     episode_steps,
     forward_logprobs,
     minibatches,
+    shift_images,
     step_logprobs,
 )
 from train.updates.config import RLConfig
@@ -152,11 +155,15 @@ def rl_update(
     *,
     temperature: float = 1.0,
     seed: int = 0,
+    demos: Sequence = (),
 ) -> dict[str, float]:
     """One group-relative policy-gradient update of `policy` in place on `groups` (RLGroups).
 
     `temperature`: the one the episodes were sampled at (their recorded log-probs were taken at
     it; a campaign passes `collect.temperature`); `seed` seeds the shuffling and any dropout.
+    `demos`: successful demonstrations (frames loaded); with `config.demo_weight` > 0 every
+    minibatch also learns as many of their steps by cross-entropy (`train/rl_demo_nll`, the
+    last epoch's mean), the policy-gradient term weighted by `config.pg_weight`.
 
     Returns `train/rl_loss`, `train/rl_pg_loss`, `train/rl_clip_frac`, `train/rl_ratio`, `train/kl`,
     `train/rl_approx_kl` (KL of the acting policy from the updated one, k3), `train/rl_entropy`
@@ -184,12 +191,13 @@ def rl_update(
     ref = None
     if config.kl_coef > 0:
         ref = reference_logprobs(policy, steps, temperature, config.forward_chunk, reference)
+    demo_steps = demo_step_set(demos, policy.chunk, config.demo_weight, "optimize.rl")
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="rl")
     generator = torch.Generator().manual_seed(seed)
     old, filled = fill_old_logprobs(policy, steps, temperature, config.forward_chunk)
     weights = episode_weights(steps.episode_index) if config.aggregation == "episode" else None
-    keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl", "approx_kl", "entropy")
+    keys = ("loss", "pg_loss", "clip_frac", "ratio_mean", "kl", "approx_kl", "entropy", "demo_nll")
     ratio_max = 0.0
     samples = 0
     stopped = False
@@ -203,7 +211,9 @@ def rl_update(
                     break
                 batch_kl = 0.0
                 for rows in (index[part] for part in chunks(len(index), config.forward_chunk)):
-                    new = forward_logprobs(policy, steps.select(rows), temperature)
+                    part = steps.select(rows)
+                    part.images = shift_images(part.images, config.augment_shift, generator)
+                    new = forward_logprobs(policy, part, temperature)
                     loss, m = grpo_loss(
                         new,
                         old[rows].to(new.device),
@@ -214,6 +224,13 @@ def rl_update(
                         clip_high=config.clip_high or None,
                         weights=None if weights is None else weights[rows].to(new.device),
                     )
+                    loss = loss * config.pg_weight
+                    if demo_steps is not None:
+                        nll = demo_nll(
+                            policy, demo_steps, len(rows), generator, config.augment_shift
+                        )
+                        loss = loss + config.demo_weight * nll
+                        m["demo_nll"] = nll.detach()
                     (loss * (len(rows) / len(index)) * opt.loss_scale).backward()
                     for key, value in {"loss": loss.detach(), **m}.items():
                         if key in sums:
@@ -244,6 +261,7 @@ def rl_update(
         "train/rl_advantage_std": float(advantages.std(unbiased=False)),
         "train/rl_advantage_max": float(advantages.abs().max()),
         **opt.metrics(),
+        **({"train/rl_demo_nll": mean["demo_nll"]} if demo_steps is not None else {}),
         "train/rl_stopped_by_kl": float(stopped),
         "train/rl_hindsight_step_frac": filled / len(steps),
         "train/rl_samples": float(samples),
