@@ -167,16 +167,18 @@ def test_bad_config_is_a_clear_error(tmp_path):
 
 def test_bfloat16_rollouts_feed_a_float32_policy(tmp_path):
     """`collect.dtype = "bfloat16"`: rollouts come from a bf16 copy; training, checkpoints and
-    evaluation stay float32 (in process, one round of SFT + RL)."""
+    evaluation stay float32 (in process, one round of SFT + RL, RL beside the demonstrations)."""
     # A seed fitted on more demonstrations and 4 seeds x 4 samples per task: enough verified
     # successes that some group has mixed outcomes for RL to train on
     overrides = ['collect.dtype="bfloat16"', "rounds=1", 'optimize.sequence=["sft", "rl"]']
     overrides += ["collect.episodes_per_task=16", "demos.episodes_per_task=24"]
+    overrides += ["optimize.rl.demo_weight=0.5"]  # the campaign hands RL its demonstrations
     config = load_campaign_config(preset="tiny", overrides=overrides)
     Campaign(config, tmp_path / "bf16").run()
     rows = _rows(tmp_path / "bf16")
     assert rows[1]["rollout/episodes"] == 2 * 16
     assert "train/rl_loss" in rows[1] and np.isfinite(rows[1]["train/rl_loss"])
+    assert 0 < rows[1]["train/rl_demo_nll"] < np.log(256) + 1
     rollouts = EpisodeStore(tmp_path / "bf16" / "episodes").load(where={"round": 1})
     assert len(rollouts) == rows[1]["rollout/episodes"]
     for episode in rollouts:
