@@ -121,7 +121,8 @@ class RLConfig(OptimConfig):
     (demonstration-augmented policy gradient, as DAPG; a batch of demonstration steps as large as
     the minibatch, drawn each step): the demonstrations name every object, which the policy's
     own samples of a scene mostly do not, so RL keeps reading the instruction (BENCHMARKS.md,
-    "RL with the demonstrations beside it"). 0: RL on the rollouts alone."""
+    "RL beside the demonstrations": on the `default` seed it rises no more than its
+    `pg_weight = 0` control). 0: RL on the rollouts alone."""
     augment_shift: int = 0
     """Translate each image of the update by up to this many pixels (random per sample, as
     SFT's; the behaviour log-probs stay those recorded on the image the policy saw, as RAD and
