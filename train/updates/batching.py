@@ -287,8 +287,13 @@ def demo_nll(
     part = demo_steps.select(rows)
     part.images = shift_images(part.images, shift, generator)
     logprobs = forward_outputs(policy, part).logprobs
-    mask = None
-    if part.chunk_mask is not None:
-        mask = torch.from_numpy(part.chunk_mask).to(logprobs.device)
-        mask = mask.repeat_interleave(policy.action_dim, dim=1)
-    return sft_loss(logprobs, mask)
+    return sft_loss(logprobs, token_mask(part, policy.action_dim, logprobs.device))
+
+
+def token_mask(steps: StepSet, action_dim: int, device) -> torch.Tensor | None:
+    """[N, K * d] which action tokens of a chunk policy's targets are real (the steps'
+    `chunk_mask` per token: steps past the episode's end are not); None without a chunk."""
+    if steps.chunk_mask is None:
+        return None
+    mask = torch.from_numpy(steps.chunk_mask).to(device)
+    return mask.repeat_interleave(action_dim, dim=1)

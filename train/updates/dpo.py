@@ -141,8 +141,15 @@ def dpo_update(
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(num_pairs, config), name="dpo")
     generator = torch.Generator().manual_seed(seed)
-    keys = ("loss", "accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_nll")
-    keys += ("demo_nll",)
+    keys = (
+        "loss",
+        "accuracy",
+        "margin",
+        "chosen_reward",
+        "rejected_reward",
+        "chosen_nll",
+        "demo_nll",
+    )
     samples, pairs_seen = 0, 0
     with training_mode(policy, seed):
         for _ in range(config.epochs):

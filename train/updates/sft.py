@@ -18,6 +18,7 @@ from train.updates.batching import (
     minibatches,
     shift_images,
     step_logprobs,
+    token_mask,
 )
 from train.updates.config import SFTConfig
 from train.updates.losses import sft_loss, waypoint_loss
@@ -72,11 +73,7 @@ def sft_update(
                     part.images = shift_images(part.images, config.augment_shift, generator)
                     out = forward_outputs(policy, part)
                     logprobs, predicted = out.logprobs, out.waypoints
-                    mask = None
-                    if part.chunk_mask is not None:
-                        mask = torch.from_numpy(part.chunk_mask).to(logprobs.device)
-                        mask = mask.repeat_interleave(policy.action_dim, dim=1)
-                    loss = sft_loss(logprobs, mask)
+                    loss = sft_loss(logprobs, token_mask(part, policy.action_dim, logprobs.device))
                     total += loss.item() * len(part)
                     if waypoints and predicted is not None:
                         target = torch.from_numpy(part.waypoints).to(predicted.device)
