@@ -143,6 +143,11 @@ def test_bad_guidance_is_refused():
         Guidance(mode="teacher")
     with pytest.raises(ValueError, match="beta and beta_decay must lie in"):
         Guidance(mode="dagger", beta=1.5)
+    with pytest.raises(ValueError, match="'takeover\\+dagger' do not combine"):
+        Guidance(mode="takeover+dagger")
+    with pytest.raises(ValueError, match="unknown guidance mode 'hint' in 'demo_start\\+hint'"):
+        Guidance(mode="demo_start+hint")
+    assert Guidance(mode="dagger+demo_start").modes == ("dagger", "demo_start")
 
 
 def test_a_demo_start_reproduces_the_demonstrations_frame_at_its_start_step(policy):
@@ -159,6 +164,32 @@ def test_a_demo_start_reproduces_the_demonstrations_frame_at_its_start_step(poli
         np.testing.assert_array_equal(episode.frames[s], demo.frames[s])
         np.testing.assert_array_equal(episode.states[s], demo.states[s])
         assert np.isfinite(episode.logprobs[s:]).all()
+
+
+def test_a_demonstration_leads_then_the_combined_mode_runs(policy):
+    jobs = [Job("pick_place", s) for s in range(3)]
+    demos = collect_episodes(jobs, "expert", num_envs=3, max_episode_steps=MAX_STEPS)
+    lead = 6
+    mixed = _guided(policy, Guidance(mode="demo_start+dagger", start_step=lead, beta=0.5), jobs)
+    policy_part = []
+    for demo, episode in zip(demos, mixed, strict=True):
+        who = episode.step_info[EXPERT_KEY]
+        assert who[:lead].all()  # the demonstration's steps, its frame at the start step
+        np.testing.assert_array_equal(episode.frames[lead], demo.frames[lead])
+        labels = np.stack([episode.step_info[k] for k in LABEL_KEYS], axis=1)
+        np.testing.assert_array_equal(labels[:lead], demo.action_bins[:lead])  # every state
+        assert np.isfinite(labels).all()
+        policy_part.append(who[lead:])
+    assert 0.25 < np.concatenate(policy_part).mean() < 0.75  # then dagger's coin
+    handed = _guided(
+        policy,
+        Guidance(mode="demo_start+takeover", start_step=lead, trigger="steps", steps=3),
+        jobs,
+    )
+    for episode in handed:  # the takeover step counts the policy's own steps
+        who = episode.step_info[EXPERT_KEY]
+        assert who[:lead].all() and not who[lead : lead + 3].any() and who[lead + 3 :].all()
+        assert np.isfinite(episode.logprobs[lead : lead + 3]).all()
 
 
 GUIDED = [

@@ -93,7 +93,8 @@ class CollectSection:
     guidance: Guidance = field(default_factory=Guidance)
     """How the scripted expert helps the rounds' rollouts (`train.collect.guidance`): `mode =
     "none"` (the policy alone, the default), `takeover`, `demo_start` (a reverse curriculum per
-    task) or `dagger` (expert labels on the policy's states for SFT). Evaluation is never
+    task) or `dagger` (expert labels on the policy's states for SFT), or `demo_start+takeover` /
+    `demo_start+dagger` (a demonstration leads, then the other mode). Evaluation is never
     guided; RL and DPO learn only from the steps the policy acted."""
 
 

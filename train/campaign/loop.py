@@ -220,8 +220,8 @@ class Campaign:
             )
         if collection.steps_per_s is not None:
             record["rollout/steps_per_s"] = collection.steps_per_s
-        if cfg.collect.guidance.mode != "none":
-            starts = self.start_steps(k) if cfg.collect.guidance.mode == "demo_start" else None
+        if cfg.collect.guidance.guided:
+            starts = self.start_steps(k) if cfg.collect.guidance.uses("demo_start") else None
             record.update(guidance_metrics(episodes, starts))
         decisions = decide(episodes, self.verifiers)
         self.runlog.write_verdicts(k, verdicts_of(decisions))
@@ -373,8 +373,8 @@ class Campaign:
         sampling: dict[str, Any] = dict(
             temperature=cfg.collect.temperature, top_k=cfg.collect.top_k
         )
-        if k >= 1 and cfg.collect.guidance.mode != "none":
-            starts = self.start_steps(k) if cfg.collect.guidance.mode == "demo_start" else {}
+        if k >= 1 and cfg.collect.guidance.guided:
+            starts = self.start_steps(k) if cfg.collect.guidance.uses("demo_start") else {}
             sampling.update(
                 guidance=cfg.collect.guidance, start_steps=tuple(sorted(starts.items()))
             )

@@ -69,7 +69,7 @@ def collect_chunk(chunk: Chunk, policy: Any, vec: Any, progress: Any = None) -> 
         execution=chunk.execution,
     )
     actor = policy
-    if chunk.guidance is not None and chunk.guidance.mode != "none":
+    if chunk.guidance is not None and chunk.guidance.guided:
         if isinstance(policy, str):
             raise ValueError(f"guidance helps a policy's rollouts, not {policy!r}")
         inner = as_actor(policy, **sampling)

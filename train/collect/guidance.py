@@ -10,6 +10,10 @@ import numpy as np
 from agent.action_tokens import ACTION_DIM  # numpy only
 
 GUIDANCE_MODES = ("none", "takeover", "demo_start", "dagger")
+COMBINATIONS = (("demo_start", "takeover"), ("demo_start", "dagger"))
+"""The modes that combine (`mode = "demo_start+dagger"`): a demonstration leads the first steps,
+then the policy acts and the expert takes over (`takeover`) or labels every state and mixes in
+(`dagger`). Takeover and dagger both decide who acts after the lead, so they do not combine."""
 TAKEOVER_TRIGGERS = ("steps", "drawn", "stall")
 EXPERT_KEY = "guide/expert"
 """`step_info` key: 1 where the expert acted, 0 where the policy did."""
@@ -23,7 +27,9 @@ class Guidance:
     """How the expert helps collection (`collect.guidance` in a campaign's config)."""
 
     mode: str = "none"
-    """`none` (the policy alone: today's episodes), `takeover` or `dagger` (see the module)."""
+    """`none` (the policy alone: today's episodes), `takeover`, `demo_start` or `dagger` (see
+    `train.collect.guided`), or a combination joined by `+` (`COMBINATIONS`, e.g.
+    `"demo_start+dagger"`)."""
     trigger: str = "drawn"
     """takeover: when the expert takes over: `steps` (after `steps` policy steps), `drawn` (after
     a number of policy steps drawn per episode, uniformly in 0..`steps`), or `stall` (when the
@@ -44,9 +50,19 @@ class Guidance:
     """dagger: `beta` is multiplied by this each round after the first."""
 
     def __post_init__(self):
-        if self.mode not in GUIDANCE_MODES:
+        modes = tuple(str(self.mode).split("+"))
+        unknown = [m for m in modes if m not in GUIDANCE_MODES]
+        if unknown:
             raise ValueError(
-                f"unknown guidance mode {self.mode!r}; expected one of {GUIDANCE_MODES}"
+                f"unknown guidance mode {unknown[0]!r} in {self.mode!r}; expected one of "
+                f"{GUIDANCE_MODES}, or a combination joined by '+' "
+                f"({', '.join('+'.join(c) for c in COMBINATIONS)})"
+            )
+        combinations = [set(c) for c in COMBINATIONS]
+        if len(modes) > 1 and (len(set(modes)) < len(modes) or set(modes) not in combinations):
+            raise ValueError(
+                f"guidance modes {self.mode!r} do not combine; the combinations are "
+                f"{', '.join(repr('+'.join(c)) for c in COMBINATIONS)}"
             )
         if self.trigger not in TAKEOVER_TRIGGERS:
             raise ValueError(
@@ -67,6 +83,20 @@ class Guidance:
                 f"dagger beta and beta_decay must lie in [0, 1], got {self.beta} and "
                 f"{self.beta_decay}"
             )
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The modes this guidance uses (one, or a combination's two)."""
+        return tuple(self.mode.split("+"))
+
+    @property
+    def guided(self) -> bool:
+        """Whether the expert helps at all (any mode but `none`)."""
+        return self.mode != "none"
+
+    def uses(self, mode: str) -> bool:
+        """Whether `mode` is among this guidance's modes."""
+        return mode in self.modes
 
     def beta_at(self, round: int) -> float:
         """The dagger mixing probability in `round` (1-based: `beta`, then decayed)."""

@@ -16,6 +16,10 @@ started. `GuidedActor` wraps the policy's actor:
   action is the one executed with probability `beta` (the mixing schedule: `beta` in round 1,
   times `beta_decay` each further round).
 
+Combinations (`demo_start+takeover`, `demo_start+dagger`): the demonstration leads the first s
+steps, then the other mode runs as above on the policy's part of the episode (a takeover step
+counts the policy's steps; dagger labels every state, the lead's included).
+
 Each step records who acted (`guide/expert`: 1 for the expert's, 0 for the policy's). An expert
 step records the expert's bins and NaN log-probs, so RL and DPO (which score only the steps the
 policy acted, `train.updates.batching.episode_steps(acted=True)`) never receive an expert action.
@@ -51,7 +55,7 @@ class GuidedActor:
         round: int = 1,
         start_steps: dict[str, int] | None = None,
     ):
-        if guidance.mode == "none":
+        if not guidance.guided:
             raise ValueError("GuidedActor needs a guidance mode other than 'none'")
         self.inner, self.guidance, self.seed = inner, guidance, int(seed)
         self.beta = guidance.beta_at(round)
@@ -78,9 +82,10 @@ class GuidedActor:
             )
             self._lead[slot] = self.start_steps.get(job.task_id, g.start_step)
 
-    def _takes_over(self, slot: int, tip: np.ndarray) -> bool:
+    def _takes_over(self, slot: int, tip: np.ndarray, acted: int) -> bool:
+        """Whether the expert acts from now on, `acted` steps after the policy began."""
         g = self.guidance
-        if self._expert[slot] or self._t[slot] >= self._switch[slot]:
+        if self._expert[slot] or acted >= self._switch[slot]:
             return True
         if g.trigger != "stall":
             return False
@@ -95,19 +100,22 @@ class GuidedActor:
         n = vec.num_envs
         idx = np.flatnonzero(active)
         expert = actions_to_bins(np.asarray(vec.call("expert_action"), dtype=np.float32))
-        by_expert = np.zeros(n, dtype=bool)
+        g = self.guidance
+        by_expert, leading = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         for slot in idx:
             slot = int(slot)
-            if self.guidance.mode == "takeover":
-                self._expert[slot] = self._takes_over(slot, obs["state"][slot][:3])
+            acted = self._t[slot] - (self._lead[slot] if g.uses("demo_start") else 0)
+            if acted < 0:  # the demonstration leads, then the policy
+                leading[slot] = by_expert[slot] = True
+            elif g.uses("takeover"):
+                self._expert[slot] = self._takes_over(slot, obs["state"][slot][:3], acted)
                 by_expert[slot] = self._expert[slot]
-            elif self.guidance.mode == "demo_start":  # the demonstration leads, then the policy
-                by_expert[slot] = self._t[slot] < self._lead[slot]
-            else:  # dagger: a coin per step
+            elif g.uses("dagger"):  # a coin per step
                 by_expert[slot] = bool(self._rng[slot].random() < self.beta)
             self._t[slot] += 1
-        # the policy decides for its own slots (dagger: for every slot, so its chunks run on)
-        policy_slots = active if self.guidance.mode == "dagger" else active & ~by_expert
+        # the policy decides for its own slots (dagger: for every slot after the lead, so its
+        # chunks run on through the expert's steps)
+        policy_slots = active & ~(leading if g.uses("dagger") else by_expert)
         step = self._policy_step(obs, policy_slots, vec)
         bins, logprobs = step.bins.copy(), step.logprobs.copy()
         actions = bins_to_actions(bins) if step.actions is None else step.actions.copy()
@@ -117,7 +125,7 @@ class GuidedActor:
         if "chunk/offset" in info:  # an expert step is a decision of its own
             info["chunk/offset"][by_expert] = 0.0
         info[EXPERT_KEY] = by_expert.astype(np.float32)
-        if self.guidance.mode == "dagger":
+        if g.uses("dagger"):
             info.update({key: expert[:, k].astype(np.float32) for k, key in enumerate(LABEL_KEYS)})
         return ActorStep(bins, logprobs, actions, info)
 
