@@ -16,7 +16,7 @@ from agent import Policy
 from train.collect.chunks import Chunk, collect_chunk
 from train.collect.episodes import PolicyActor, collect_episodes
 from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance
-from train.collect.guided import GuidedActor
+from train.collect.guided import GuidedActor, first_start_steps, next_start_steps
 from train.collect.store import EpisodeStore
 from train.organize.datasets import DPOPair
 from train.updates.batching import episode_steps, step_logprobs
@@ -190,6 +190,29 @@ def test_a_demonstration_leads_then_the_combined_mode_runs(policy):
         who = episode.step_info[EXPERT_KEY]
         assert who[:lead].all() and not who[lead : lead + 3].any() and who[lead + 3 :].all()
         assert np.isfinite(episode.logprobs[lead : lead + 3]).all()
+
+
+def test_a_start_fraction_sets_each_tasks_first_start_from_its_demonstrations():
+    jobs = [Job(t, s) for t in ("reach", "pick_place") for s in range(4)]
+    demos = collect_episodes(jobs, "expert", num_envs=4, max_episode_steps=60)
+    median = {
+        t: np.median([e.length for e in demos if e.task_id == t]) for t in ("reach", "pick_place")
+    }
+    guidance = Guidance(mode="demo_start", start_fraction=0.5, start_back=4, start_success=0.5)
+    first = first_start_steps(guidance, demos)
+    assert first == {t: int(round(0.5 * m)) for t, m in median.items()}
+    assert first["pick_place"] > first["reach"] + 4  # one setting, two lengths of task
+    assert first_start_steps(Guidance(mode="demo_start"), demos) == {}  # start_step as set
+    tasks = ("reach", "pick_place", "push")  # push has no demonstration: start_step
+    rounds = [{"guide/success_rate/pick_place": 0.6, "guide/success_rate/reach": 0.2}]
+    steps = next_start_steps(guidance, tasks, rounds, first)
+    assert steps == {
+        "reach": first["reach"],
+        "pick_place": first["pick_place"] - 4,
+        "push": guidance.start_step,
+    }
+    with pytest.raises(ValueError, match="start_fraction must lie in"):
+        Guidance(mode="demo_start", start_fraction=1.5)
 
 
 GUIDED = [

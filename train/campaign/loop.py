@@ -43,7 +43,7 @@ from train.campaign.typed_config import ConfigError, dump_toml
 from train.collect.chunks import Chunk, make_chunks
 from train.collect.collectors import Collector, make_collector
 from train.collect.episodes import ExpertActor, scene_instructions
-from train.collect.guided import guidance_metrics, next_start_steps
+from train.collect.guided import first_start_steps, guidance_metrics, next_start_steps
 from train.collect.store import EpisodeStore, StoreError
 from train.organize import round_data as organize
 from train.organize.datasets import mixed_groups, short_tasks
@@ -429,8 +429,14 @@ class Campaign:
     def start_steps(self, k: int) -> dict[str, int]:
         """demo_start guidance: each task's start step in round k, from the guided success of
         rounds 1..k-1 (their records: `guide/success_rate/<task>`)."""
+        guidance = self.config.collect.guidance
         records = [self.runlog.partial(j) for j in range(1, k)]
-        return next_start_steps(self.config.collect.guidance, self.task_ids, records)
+        first = (
+            first_start_steps(guidance, self.verified_demos().episodes)
+            if guidance.start_fraction > 0
+            else None
+        )
+        return next_start_steps(guidance, self.task_ids, records, first)
 
     def _collect(self, k: int, policy: Any, desc: str) -> Collection:
         """Collect round k's chunks (`chunks`), and, while dynamic sampling asks for a refill

@@ -44,6 +44,10 @@ class Guidance:
     `start_success`)."""
     start_back: int = 4
     start_success: float = 0.5
+    start_fraction: float = 0.0
+    """demo_start: when > 0, each task's first start step is this fraction of its
+    demonstrations' median length (the campaign's round-0 demonstrations that succeeded), in
+    place of `start_step`: one setting for tasks whose demonstrations take 5 or 25 steps."""
     beta: float = 0.5
     """dagger: probability that a step executes the expert's action (round 1)."""
     beta_decay: float = 0.5
@@ -72,6 +76,10 @@ class Guidance:
             raise ValueError(
                 f"demo_start needs start_step >= 0, start_back >= 1 and start_success in [0, 1]; "
                 f"got {self.start_step}, {self.start_back} and {self.start_success}"
+            )
+        if not 0.0 <= self.start_fraction < 1.0:
+            raise ValueError(
+                f"demo_start's start_fraction must lie in [0, 1), got {self.start_fraction}"
             )
         if self.steps < 0 or self.stall_steps < 1 or not self.stall_cm > 0:
             raise ValueError(

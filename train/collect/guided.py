@@ -163,14 +163,33 @@ def guidance_metrics(episodes: Sequence, start_steps: dict[str, int] | None = No
     return out
 
 
+def first_start_steps(guidance: Guidance, demos: Sequence) -> dict[str, int]:
+    """demo_start's start step per task in round 1: `guidance.start_step`, or with
+    `start_fraction` > 0 that fraction of the median length of the task's demonstrations that
+    succeeded (`demos`, episodes), rounded; a task without one keeps `start_step`."""
+    if guidance.start_fraction <= 0:
+        return {}
+    lengths: dict[str, list[int]] = {}
+    for e in demos:
+        if e.is_success:
+            lengths.setdefault(e.task_id, []).append(e.length)
+    return {
+        t: int(round(guidance.start_fraction * float(np.median(v)))) for t, v in lengths.items()
+    }
+
+
 def next_start_steps(
-    guidance: Guidance, task_ids: Sequence[str], records: Sequence[dict]
+    guidance: Guidance,
+    task_ids: Sequence[str],
+    records: Sequence[dict],
+    first: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """demo_start's reverse curriculum: each task's start step for the round after `records`
-    (the guided rounds' records, oldest first): `guidance.start_step`, moved back by
-    `start_back` after each round whose guided success on the task reached `start_success`,
-    never below 0 (a start from reset)."""
-    steps = {t: guidance.start_step for t in task_ids}
+    (the guided rounds' records, oldest first): its first step (`first`, else
+    `guidance.start_step`), moved back by `start_back` after each round whose guided success on
+    the task reached `start_success`, never below 0 (a start from reset)."""
+    first = first or {}
+    steps = {t: first.get(t, guidance.start_step) for t in task_ids}
     for record in records:
         for t in task_ids:
             rate = record.get(f"guide/success_rate/{task_name(t)}")
