@@ -5,7 +5,7 @@ import pytest
 
 import envs
 from agent import Policy
-from train.collect.episodes import all_goal_jobs, collect_episodes, make_vector_env
+from train.collect.episodes import TaskSlot, all_goal_jobs, collect_episodes, make_vector_env
 from verifiers.episode import Job
 
 REACH = envs.resolve("reach")
@@ -90,6 +90,30 @@ def test_a_reused_vector_env_gives_the_same_episodes_and_parks_idle_slots():
         np.testing.assert_array_equal(x.action_bins, y.action_bins)
         assert x.achieved_at == y.achieved_at and x.is_success == y.is_success
     assert sum(parked) == 3  # five jobs on four slots: at the end one slot ran the fifth
+
+
+def test_slots_that_keep_one_environment_open_give_the_same_episodes():
+    """A slot closes the task environment it used least recently once it holds `open_envs //
+    num_envs`, and re-makes it when that task comes back: the episodes do not change."""
+    policy = Policy.from_preset("tiny", seed=0)
+    tasks = [REACH, envs.resolve("press_button"), envs.resolve("pick_place")]
+    jobs = [Job(tasks[i % 3], 400 + i) for i in range(9)]  # every slot changes task each time
+    wide = make_vector_env(tasks, 3)
+    narrow = make_vector_env(tasks, 3, open_envs=3)
+    try:
+        a = collect_episodes(jobs, policy, vector_env=wide, seed=2, max_episode_steps=12)
+        b = collect_episodes(jobs, policy, vector_env=narrow, seed=2, max_episode_steps=12)
+        assert [len(e) for e in narrow.get_attr("_envs")] == [1, 1, 1]
+        assert max(len(e) for e in wide.get_attr("_envs")) == 3
+    finally:
+        wide.close()
+        narrow.close()
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.frames, y.frames)
+        np.testing.assert_array_equal(x.action_bins, y.action_bins)
+        assert x.is_success == y.is_success
+    with pytest.raises(ValueError, match="max_envs must be >= 1"):
+        TaskSlot(tasks, max_envs=0)
 
 
 def test_all_goal_jobs_give_expert_demos_of_every_goal_of_one_scene():

@@ -25,7 +25,10 @@ class TaskSlot(gym.Env):
     """One vector-env slot that can host any registered task; `task_id` is set before each reset.
 
     Every task shares one observation and action space, so slots of a vector env can run different
-    tasks side by side. Environments are made lazily, once per task per slot, and reused.
+    tasks side by side. Environments are made lazily, once per task per slot, and reused; a slot
+    keeps at most `max_envs` of them open (the least recently used is closed first: each costs
+    about 26 MB with its renderer, and 64 slots of six tasks held 10 GB), and re-makes one it
+    closed (a reset from a seed gives the same episode in a fresh environment).
     """
 
     metadata = {"render_modes": []}
@@ -35,7 +38,11 @@ class TaskSlot(gym.Env):
         task_ids: Sequence[str],
         image_size: int | tuple[int, int] = 64,
         max_episode_steps: int | None = None,
+        max_envs: int | None = None,
     ):
+        if max_envs is not None and max_envs < 1:
+            raise ValueError(f"max_envs must be >= 1 (or None: no limit), got {max_envs}")
+        self._max_envs = max_envs
         self._image_size = image_size
         self._limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
         self._envs: dict[str, gym.Env] = {}
@@ -51,9 +58,14 @@ class TaskSlot(gym.Env):
         self.action_space = first.action_space
 
     def _env(self, task_id: str) -> gym.Env:
-        if task_id not in self._envs:
-            self._envs[task_id] = envs.make(task_id, image_size=self._image_size, **self._limit)
-        return self._envs[task_id]
+        env = self._envs.pop(task_id, None)
+        if env is None:
+            if self._max_envs is not None:
+                while len(self._envs) >= self._max_envs:  # the least recently used first
+                    self._envs.pop(next(iter(self._envs))).close()
+            env = envs.make(task_id, image_size=self._image_size, **self._limit)
+        self._envs[task_id] = env  # the most recently used last
+        return env
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if self.parked and self._last_obs is not None:
@@ -87,20 +99,32 @@ class TaskSlot(gym.Env):
             env.close()
 
 
+OPEN_ENVS = 128
+"""A vector env keeps at most this many task environments open across its slots (at least one
+per slot): `num_envs` slots of up to OPEN_ENVS // num_envs tasks each (two tasks of 64 slots:
+all open; six tasks: two per slot, about 3.3 GB instead of 10 GB; BENCHMARKS.md "Rollout")."""
+
+
 def make_vector_env(
     task_ids: Sequence[str],
     num_envs: int,
     image_size: int | tuple[int, int] = 64,
     mode: str = "sync",
     max_episode_steps: int | None = None,
+    open_envs: int = OPEN_ENVS,
 ) -> gym.vector.VectorEnv:
     """A vector env of `num_envs` task slots, without autoreset (the collector resets by mask);
-    `max_episode_steps` overrides every task's registered time limit."""
+    `max_episode_steps` overrides every task's registered time limit; the slots keep at most
+    `open_envs` task environments open between them (at least one each)."""
     if mode not in ("sync", "async"):
         raise ValueError(f"unknown vectorization mode {mode!r}; expected 'sync' or 'async'")
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    fns = [lambda: TaskSlot(task_ids, image_size, max_episode_steps) for _ in range(num_envs)]
+    per_slot = max(1, open_envs // num_envs)
+    fns = [
+        lambda: TaskSlot(task_ids, image_size, max_episode_steps, max_envs=per_slot)
+        for _ in range(num_envs)
+    ]
     disabled = gym.vector.AutoresetMode.DISABLED
     if mode == "sync":
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=disabled)
