@@ -40,8 +40,9 @@ def grasp_action(env: TabletopEnv, cube: np.ndarray) -> np.ndarray:
     """Next action towards grasping the cube at `cube` (centre): above it, down, close."""
     tip = env.tip_pos()
     bottom = cube[2] - HALF
-    if np.linalg.norm(tip[:2] - cube[:2]) > 0.008:
-        if tip[2] < bottom + 2 * HALF + 0.01 and np.linalg.norm(tip[:2] - cube[:2]) > 0.02:
+    slack = env.expert_slack
+    if np.linalg.norm(tip[:2] - cube[:2]) > 0.008 * slack:
+        if tip[2] < bottom + 2 * HALF + 0.01 and np.linalg.norm(tip[:2] - cube[:2]) > 0.02 * slack:
             return env.move_to([*tip[:2], CLEAR_Z], OPEN)  # lift clear before moving over
         return env.move_to([*cube[:2], CLEAR_Z], OPEN)
     if tip[2] > bottom + GRASP_Z + 0.006:
@@ -55,8 +56,9 @@ def carry_action(
     """Next action carrying a grasped cube (centre `cube`) to rest its centre at `place`; then open."""
     tip = env.tip_pos()
     offset = tip - cube  # the grasp holds the cube at a fixed offset from the fingertip
-    if np.linalg.norm(cube[:2] - place[:2]) > 0.006:
-        if tip[2] < carry_z - 0.01 and np.linalg.norm(cube[:2] - place[:2]) > 0.02:
+    slack = env.expert_slack
+    if np.linalg.norm(cube[:2] - place[:2]) > 0.006 * slack:
+        if tip[2] < carry_z - 0.01 and np.linalg.norm(cube[:2] - place[:2]) > 0.02 * slack:
             return env.move_to([*tip[:2], carry_z], CLOSE)  # lift first
         return env.move_to([*(place[:2] + offset[:2]), carry_z], CLOSE)
     if cube[2] > place[2] + 0.006:

@@ -66,13 +66,14 @@ class OpenDrawerEnv(TabletopEnv):
         slot = self._slot()
         tip = self.tip_pos()
         err = np.abs(tip[:2] - slot[:2])
+        slack = self.expert_slack
         if tip[2] < ABOVE_Z - 0.03:  # down at handle height
-            if err[0] < 0.01 and err[1] < 0.02:
+            if err[0] < 0.01 * slack and err[1] < 0.02 * slack:
                 if tip[2] > HOOK_Z + 0.01:
                     return self.move_to(slot, 1.0)  # straight down into the slot
                 return self.move_to(slot - [0, 0.15, 0], 1.0)  # pull
             if tip[1] > slot[1] - 0.03 and abs(tip[0] - slot[0]) < 0.12:
                 return self.move_to([*tip[:2], ABOVE_Z], 1.0)  # clear the handle first
-        if max(err) > 0.006:
+        if max(err) > 0.006 * slack:
             return self.move_to([*slot[:2], ABOVE_Z], 1.0)
         return self.move_to(slot, 1.0)

@@ -57,7 +57,7 @@ class PressButtonEnv(TabletopEnv):
     def expert_action(self) -> np.ndarray:
         cap = self.body_pos(self.button_color[self.goal["color"]]) + [0, 0, CAP_TOP]
         tip = self.tip_pos()
-        if np.linalg.norm(tip[:2] - cap[:2]) > 0.01:
+        if np.linalg.norm(tip[:2] - cap[:2]) > 0.01 * self.expert_slack:
             height = cap[2] + (0.03 if np.linalg.norm(tip[:2] - cap[:2]) > 0.04 else 0.01)
             return self.move_to([*cap[:2], height], 1.0)
         return self.move_to(cap - [0, 0, 0.016], 1.0)

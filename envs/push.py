@@ -85,7 +85,8 @@ class PushCubeEnv(TabletopEnv):
         lateral = float(np.linalg.norm(rel - along * u))
         behind = cube - BEHIND * u
         low = tip[2] < SAFE_Z - 0.01
-        if low and along < -HALF - 0.004 and lateral < 0.012:  # lined up behind the cube
+        slack = self.expert_slack
+        if low and along < -HALF - 0.004 and lateral < 0.012 * slack:  # lined up behind the cube
             if tip[2] > PUSH_Z + 0.005:
                 return self.move_to([*tip[:2], PUSH_Z], 1.0)  # straight down first
             push = self.move_to([*(goal - (BEHIND - 0.01) * u), PUSH_Z], 1.0)
@@ -95,6 +96,6 @@ class PushCubeEnv(TabletopEnv):
             if along < -HALF - 0.01:  # still behind it: shift sideways back onto the line
                 return self.move_to([*behind, PUSH_Z], 1.0)
             return self.move_to([*tip[:2], SAFE_Z], 1.0)  # beside or in front of it: lift clear
-        if np.linalg.norm(tip[:2] - behind) > 0.01:  # go behind the cube, above the objects
+        if np.linalg.norm(tip[:2] - behind) > 0.01 * slack:  # go behind the cube, above the objects
             return self.move_to([*behind, SAFE_Z], 1.0)
         return self.move_to([*behind, PUSH_Z], 1.0)

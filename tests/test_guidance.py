@@ -88,6 +88,26 @@ def test_a_stalled_policy_hands_over():
     assert who[:4].sum() == 0 and who[4:].all()  # four still steps measured, then the expert
 
 
+def test_dagger_labels_and_acts_with_the_experts_slack(policy):
+    """With `expert_slack` the expert's labels (and the steps it acts) are the lenient expert's:
+    it comes down onto the cube while still centring, where the strict one centres first."""
+    jobs = [Job("pick_place", s) for s in range(3)]
+    runs = {}
+    for slack in (1.0, 3.0):
+        guidance = Guidance(mode="dagger", beta=1.0, expert_slack=slack)
+        runs[slack] = _guided(policy, guidance, jobs)
+        for e in runs[slack]:  # the expert acted every step: what ran is its label
+            labels = np.stack([e.step_info[k] for k in LABEL_KEYS], axis=1)
+            np.testing.assert_array_equal(e.action_bins, labels)
+    strict, lenient = runs[1.0], runs[3.0]
+    assert any(
+        not np.array_equal(a.action_bins, b.action_bins)
+        for a, b in zip(strict, lenient, strict=True)
+    )
+    with pytest.raises(ValueError, match="expert_slack must be > 0"):
+        Guidance(mode="dagger", expert_slack=0.0)
+
+
 def test_dagger_labels_every_state_and_mixes_the_expert_in(policy):
     jobs = [Job("pick_place", s) for s in range(3)]
     episodes = _guided(policy, Guidance(mode="dagger", beta=0.5), jobs)
@@ -166,11 +186,14 @@ def test_a_demo_start_reproduces_the_demonstrations_frame_at_its_start_step(poli
         assert np.isfinite(episode.logprobs[s:]).all()
 
 
-def test_a_demonstration_leads_then_the_combined_mode_runs(policy):
+@pytest.mark.parametrize("slack", [1.0, 3.0])
+def test_a_demonstration_leads_then_the_combined_mode_runs(policy, slack):
+    """The lead is the demonstrations' expert whatever dagger's `expert_slack`."""
     jobs = [Job("pick_place", s) for s in range(3)]
     demos = collect_episodes(jobs, "expert", num_envs=3, max_episode_steps=MAX_STEPS)
     lead = 6
-    mixed = _guided(policy, Guidance(mode="demo_start+dagger", start_step=lead, beta=0.5), jobs)
+    guidance = Guidance(mode="demo_start+dagger", start_step=lead, beta=0.5, expert_slack=slack)
+    mixed = _guided(policy, guidance, jobs)
     policy_part = []
     for demo, episode in zip(demos, mixed, strict=True):
         who = episode.step_info[EXPERT_KEY]

@@ -91,6 +91,9 @@ class TaskSlot(gym.Env):
     def expert_action(self) -> np.ndarray:
         return self._env(self.task_id).unwrapped.expert_action()
 
+    def expert_label(self, slack: float = 1.0) -> np.ndarray:
+        return self._env(self.task_id).unwrapped.expert_label(slack)
+
     def achieved_instructions(self) -> list[str]:
         return self._env(self.task_id).unwrapped.achieved_instructions()
 

@@ -52,6 +52,12 @@ class Guidance:
     """dagger: probability that a step executes the expert's action (round 1)."""
     beta_decay: float = 0.5
     """dagger: `beta` is multiplied by this each round after the first."""
+    expert_slack: float = 1.0
+    """dagger and takeover: the expert's alignment tolerances are multiplied by this where it
+    labels or acts from the policy's states (`TabletopEnv.expert_label`); 1 is the expert of
+    the demonstrations, which re-aligns whenever it is a few millimetres off and so teaches an
+    imprecise policy to hover near the object (BENCHMARKS.md, "Guided collection on the six-task
+    suite"). demo_start's lead is always the demonstrations' expert."""
 
     def __post_init__(self):
         modes = tuple(str(self.mode).split("+"))
@@ -86,6 +92,8 @@ class Guidance:
                 f"guidance needs steps >= 0, stall_steps >= 1 and stall_cm > 0; got "
                 f"{self.steps}, {self.stall_steps} and {self.stall_cm}"
             )
+        if not self.expert_slack > 0:
+            raise ValueError(f"guidance expert_slack must be > 0, got {self.expert_slack}")
         if not (0.0 <= self.beta <= 1.0 and 0.0 <= self.beta_decay <= 1.0):
             raise ValueError(
                 f"dagger beta and beta_decay must lie in [0, 1], got {self.beta} and "

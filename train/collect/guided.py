@@ -16,6 +16,10 @@ started. `GuidedActor` wraps the policy's actor:
   action is the one executed with probability `beta` (the mixing schedule: `beta` in round 1,
   times `beta_decay` each further round).
 
+`expert_slack` > 1 (dagger, takeover): from the policy's states the expert labels and acts with
+its alignment tolerances widened (`TabletopEnv.expert_label`), so it goes ahead while it
+corrects instead of re-aligning from a few millimetres off.
+
 Combinations (`demo_start+takeover`, `demo_start+dagger`): the demonstration leads the first s
 steps, then the other mode runs as above on the policy's part of the episode (a takeover step
 counts the policy's steps; dagger labels every state, the lead's included).
@@ -99,7 +103,6 @@ class GuidedActor:
     def act(self, obs: dict, active: np.ndarray, vec: gym.vector.VectorEnv):
         n = vec.num_envs
         idx = np.flatnonzero(active)
-        expert = actions_to_bins(np.asarray(vec.call("expert_action"), dtype=np.float32))
         g = self.guidance
         by_expert, leading = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         for slot in idx:
@@ -113,6 +116,12 @@ class GuidedActor:
             elif g.uses("dagger"):  # a coin per step
                 by_expert[slot] = bool(self._rng[slot].random() < self.beta)
             self._t[slot] += 1
+        expert = actions_to_bins(np.asarray(vec.call("expert_action"), dtype=np.float32))
+        if g.expert_slack != 1.0 and (g.uses("dagger") or g.uses("takeover")):
+            # from the policy's states the expert labels and acts with slack; a lead is the
+            # demonstration's own expert
+            lenient = np.asarray(vec.call("expert_label", g.expert_slack), dtype=np.float32)
+            expert = np.where(leading[:, None], expert, actions_to_bins(lenient))
         # the policy decides for its own slots (dagger: for every slot after the lead, so its
         # chunks run on through the expert's steps)
         policy_slots = active & ~(leading if g.uses("dagger") else by_expert)
