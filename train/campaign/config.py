@@ -96,7 +96,8 @@ class CollectSection:
     task) or `dagger` (expert labels on the policy's states for SFT), or `demo_start+takeover` /
     `demo_start+dagger` (a demonstration leads, then the other mode); `expert_slack` > 1 lets
     the expert label and act with wider alignment tolerances (manipulation: the `guided`
-    preset uses 3). Evaluation is never guided; RL and DPO learn only from the steps the policy acted."""
+    preset uses 3). Evaluation is never guided; RL and DPO learn only from the steps the policy
+    acted."""
 
 
 @dataclass
