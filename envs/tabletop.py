@@ -109,11 +109,11 @@ class TabletopEnv(gym.Env, abc.ABC):
     """str.format templates over the goal's fields; the first is the canonical form."""
 
     _scene_checked: ClassVar[set[type]] = set()
+    """Task classes whose first scene passed `contract.check_scene` in this process."""
     expert_slack: float = 1.0
     """Multiplies the scripted expert's alignment tolerances (how far off its target it still goes
     ahead rather than re-aligning first); 1 is the expert of the demonstrations. `expert_label`
     answers with another value for one call."""
-    """Task classes whose first scene passed `contract.check_scene` in this process."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -190,7 +190,7 @@ class TabletopEnv(gym.Env, abc.ABC):
 
     def expert_label(self, slack: float = 1.0) -> np.ndarray:
         """`expert_action` with the expert's alignment tolerances multiplied by `slack`: a label
-        for a learner less precise than the expert (dagger's `label_slack`). Near an object the
+        for a learner less precise than the expert (`collect.guidance.expert_slack`). Near an object the
         expert re-aligns (lifts clear, centres, comes down again) whenever it is a few millimetres
         off; a policy that is centimetres off gets "re-align" on every state there, learns to
         hover, and with a larger slack is told to go ahead while it corrects."""

@@ -105,7 +105,8 @@ class TaskSlot(gym.Env):
 OPEN_ENVS = 128
 """A vector env keeps at most this many task environments open across its slots (at least one
 per slot): `num_envs` slots of up to OPEN_ENVS // num_envs tasks each (two tasks of 64 slots:
-all open; six tasks: two per slot, about 3.3 GB instead of 10 GB; BENCHMARKS.md "Rollout")."""
+all open; six tasks: two per slot, about 3.3 GB instead of 10 GB; BENCHMARKS.md "Open task
+environments per vector env")."""
 
 
 def make_vector_env(
