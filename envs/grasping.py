@@ -41,8 +41,9 @@ def grasp_action(env: TabletopEnv, cube: np.ndarray) -> np.ndarray:
     tip = env.tip_pos()
     bottom = cube[2] - HALF
     slack = env.expert_slack
-    if np.linalg.norm(tip[:2] - cube[:2]) > 0.008 * slack:
-        if tip[2] < bottom + 2 * HALF + 0.01 and np.linalg.norm(tip[:2] - cube[:2]) > 0.02 * slack:
+    off = np.linalg.norm(tip[:2] - cube[:2])
+    if off > 0.008 * slack:
+        if tip[2] < bottom + 2 * HALF + 0.01 and off > 0.02 * slack:
             return env.move_to([*tip[:2], CLEAR_Z], OPEN)  # lift clear before moving over
         return env.move_to([*cube[:2], CLEAR_Z], OPEN)
     if tip[2] > bottom + GRASP_Z + 0.006:
@@ -57,8 +58,9 @@ def carry_action(
     tip = env.tip_pos()
     offset = tip - cube  # the grasp holds the cube at a fixed offset from the fingertip
     slack = env.expert_slack
-    if np.linalg.norm(cube[:2] - place[:2]) > 0.006 * slack:
-        if tip[2] < carry_z - 0.01 and np.linalg.norm(cube[:2] - place[:2]) > 0.02 * slack:
+    off = np.linalg.norm(cube[:2] - place[:2])
+    if off > 0.006 * slack:
+        if tip[2] < carry_z - 0.01 and off > 0.02 * slack:
             return env.move_to([*tip[:2], carry_z], CLOSE)  # lift first
         return env.move_to([*(place[:2] + offset[:2]), carry_z], CLOSE)
     if cube[2] > place[2] + 0.006:

@@ -116,12 +116,7 @@ class GuidedActor:
             elif g.uses("dagger"):  # a coin per step
                 by_expert[slot] = bool(self._rng[slot].random() < self.beta)
             self._t[slot] += 1
-        expert = actions_to_bins(np.asarray(vec.call("expert_action"), dtype=np.float32))
-        if g.expert_slack != 1.0 and (g.uses("dagger") or g.uses("takeover")):
-            # from the policy's states the expert labels and acts with slack; a lead is the
-            # demonstration's own expert
-            lenient = np.asarray(vec.call("expert_label", g.expert_slack), dtype=np.float32)
-            expert = np.where(leading[:, None], expert, actions_to_bins(lenient))
+        expert = self._expert_bins(vec, leading)
         # the policy decides for its own slots (dagger: for every slot after the lead, so its
         # chunks run on through the expert's steps)
         policy_slots = active & ~(leading if g.uses("dagger") else by_expert)
@@ -137,6 +132,21 @@ class GuidedActor:
         if g.uses("dagger"):
             info.update({key: expert[:, k].astype(np.float32) for k, key in enumerate(LABEL_KEYS)})
         return ActorStep(bins, logprobs, actions, info)
+
+    def _expert_bins(self, vec, leading: np.ndarray) -> np.ndarray:
+        """int64 [n, d]: the expert's action in every slot: from the policy's states with
+        `expert_slack` (dagger, takeover), in a demonstration's lead (`leading`) the
+        demonstrations' own expert. Each slot's expert is asked once, twice only while a lead
+        and slack meet in one step."""
+        g = self.guidance
+        slack = g.expert_slack if g.uses("dagger") or g.uses("takeover") else 1.0
+        strict = None
+        if slack == 1.0 or leading.any():
+            strict = actions_to_bins(np.asarray(vec.call("expert_action"), np.float32))
+        if slack == 1.0:
+            return strict
+        lenient = actions_to_bins(np.asarray(vec.call("expert_label", slack), np.float32))
+        return lenient if strict is None else np.where(leading[:, None], strict, lenient)
 
     def _policy_step(self, obs: dict, slots: np.ndarray, vec) -> ActorStep:
         """The inner actor's step for `slots`, with every info key it ever records present
