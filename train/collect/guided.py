@@ -104,22 +104,23 @@ class GuidedActor:
         n = vec.num_envs
         idx = np.flatnonzero(active)
         g = self.guidance
+        demo_start, takeover, dagger = (g.uses(m) for m in ("demo_start", "takeover", "dagger"))
         by_expert, leading = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         for slot in idx:
             slot = int(slot)
-            acted = self._t[slot] - (self._lead[slot] if g.uses("demo_start") else 0)
+            acted = self._t[slot] - (self._lead[slot] if demo_start else 0)
             if acted < 0:  # the demonstration leads, then the policy
                 leading[slot] = by_expert[slot] = True
-            elif g.uses("takeover"):
+            elif takeover:
                 self._expert[slot] = self._takes_over(slot, obs["state"][slot][:3], acted)
                 by_expert[slot] = self._expert[slot]
-            elif g.uses("dagger"):  # a coin per step
+            elif dagger:  # a coin per step
                 by_expert[slot] = bool(self._rng[slot].random() < self.beta)
             self._t[slot] += 1
         expert = self._expert_bins(vec, leading)
         # the policy decides for its own slots (dagger: for every slot after the lead, so its
         # chunks run on through the expert's steps)
-        policy_slots = active & ~(leading if g.uses("dagger") else by_expert)
+        policy_slots = active & ~(leading if dagger else by_expert)
         step = self._policy_step(obs, policy_slots, vec)
         bins, logprobs = step.bins.copy(), step.logprobs.copy()
         actions = bins_to_actions(bins) if step.actions is None else step.actions.copy()
@@ -129,7 +130,7 @@ class GuidedActor:
         if "chunk/offset" in info:  # an expert step is a decision of its own
             info["chunk/offset"][by_expert] = 0.0
         info[EXPERT_KEY] = by_expert.astype(np.float32)
-        if g.uses("dagger"):
+        if dagger:
             info.update({key: expert[:, k].astype(np.float32) for k, key in enumerate(LABEL_KEYS)})
         return ActorStep(bins, logprobs, actions, info)
 
