@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,14 +15,18 @@ import torch
 
 from agent import Policy
 from train.collect.chunks import Chunk, collect_chunk
-from train.collect.episodes import PolicyActor, collect_episodes
+from train.collect.episodes import ExpertActor, PolicyActor, collect_episodes
 from train.collect.guidance import EXPERT_KEY, LABEL_KEYS, Guidance
 from train.collect.guided import GuidedActor, first_start_steps, next_start_steps
 from train.collect.store import EpisodeStore
 from train.organize.datasets import DPOPair
+from train.organize.round_data import expert_labelled
+from train.organize.waypoints import is_labelled_failure
 from train.updates.batching import episode_steps, step_logprobs
+from train.updates.config import SFTConfig
 from train.updates.dpo import pair_steps
 from train.updates.rl import group_steps
+from train.updates.sft import sft_update
 from verifiers.episode import Job
 
 MAX_STEPS = 24
@@ -121,6 +126,29 @@ def test_dagger_labels_every_state_and_mixes_the_expert_in(policy):
         assert np.isfinite(e.logprobs[~by_expert]).all()
     later = _guided(policy, Guidance(mode="dagger", beta=0.5, beta_decay=0.5), jobs, round=3)
     assert np.concatenate([e.step_info[EXPERT_KEY] for e in later]).mean() < 0.25
+
+
+def test_failed_dagger_episodes_can_leave_the_waypoint_estimate_alone(chunk_policy):
+    """`labelled_failure_waypoints=False`: a failed dagger episode trained on the expert's labels
+    gets no waypoint targets (its fingertip went where the policy led), a success and the raw
+    episode keep theirs; SFT trains on the mix, the labels still teach the actions."""
+    jobs = [Job("pick_place", s) for s in range(2)]
+    raw = _guided(chunk_policy, Guidance(mode="dagger", beta=0.5), jobs)
+    assert not any(e.is_success for e in raw)  # a fresh policy does not finish pick_place
+    labelled = [expert_labelled(e) for e in raw]
+    assert all(is_labelled_failure(e) for e in labelled)
+    assert not any(is_labelled_failure(e) for e in raw)  # its own actions: not labelled
+    assert not is_labelled_failure(replace(labelled[0], is_success=True))
+    kept = episode_steps(labelled, chunk=4, waypoints=2, keyframes="gripper_and_moves")
+    left = episode_steps(labelled, 4, 2, "gripper_and_moves", labelled_failure_waypoints=False)
+    assert np.isfinite(kept.waypoints).all() and np.isnan(left.waypoints).all()
+    np.testing.assert_array_equal(kept.chunk_bins, left.chunk_bins)  # the same action targets
+    (demo,) = collect_episodes([Job("pick_place", 7)], ExpertActor(noise=0.1, seed=5), num_envs=1)
+    config = SFTConfig(
+        max_steps=2, batch_size=8, keyframes="gripper_and_moves", labelled_failure_waypoints=False
+    )
+    metrics = sft_update(Policy.from_preset("tiny_grasp", seed=1), labelled + [demo], config)
+    assert np.isfinite(metrics["train/sft_loss"]) and np.isfinite(metrics["train/waypoint_loss"])
 
 
 def test_rl_scores_only_the_policys_own_steps_at_ratio_one(chunk_policy):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.action_tokens import bins_to_actions
+from train.collect.guidance import LABEL_KEYS
 from verifiers.episode import Episode
 
 KEYFRAME_KINDS = ("gripper", "gripper_and_moves")
@@ -61,7 +62,29 @@ def waypoint_targets(
     return tips[rows]
 
 
-def episode_waypoints(episode: Episode, count: int = 2, kind: str = "gripper") -> np.ndarray:
+def episode_waypoints(
+    episode: Episode, count: int = 2, kind: str = "gripper", labelled_failures: bool = True
+) -> np.ndarray:
     """`waypoint_targets` of an episode, from the actions it was trained to take (its action
-    bins: a noise-injected demonstration's clean labels, a rollout's own actions)."""
+    bins: a noise-injected demonstration's clean labels, a rollout's own actions, a dagger
+    episode's expert labels).
+
+    `labelled_failures=False`: a failed dagger episode trained on the expert's labels
+    (`is_labelled_failure`) gets NaN targets (unknown, left out of the waypoint loss): its
+    states follow the policy's actions, not the labels, so the fingertip at the labels'
+    keyframes is where the policy went (hovering over a cube it never grasped), not where the
+    expert leads."""
+    if not labelled_failures and is_labelled_failure(episode):
+        return np.full((episode.length, count, 3), np.nan, dtype=np.float32)
     return waypoint_targets(bins_to_actions(episode.action_bins), episode.states, count, kind)
+
+
+def is_labelled_failure(episode: Episode) -> bool:
+    """Whether `episode` is a failed guided episode whose action bins are the expert's labels
+    of its states (`train.organize.round_data.expert_labelled`), not what ran."""
+    if episode.is_success or episode.relabelled_from is not None:
+        return False
+    if not all(key in episode.step_info for key in LABEL_KEYS):
+        return False
+    labels = np.stack([episode.step_info[key] for key in LABEL_KEYS], axis=1)
+    return bool(np.array_equal(labels.astype(np.int64), episode.action_bins))

@@ -104,10 +104,12 @@ def episode_steps(
     waypoints: int = 0,
     keyframes: str = "gripper",
     acted: bool = False,
+    labelled_failure_waypoints: bool = True,
 ) -> StepSet:
     """Flatten `episodes` (frames loaded) into one `StepSet` of all their steps; with `chunk` > 1
     also each step's chunk of targets (`chunk_targets`), with `waypoints` > 0 each step's next
-    keyframes' fingertip positions (`train.organize.waypoints`, keyframes of kind `keyframes`).
+    keyframes' fingertip positions (`train.organize.waypoints`, keyframes of kind `keyframes`;
+    NaN for failed dagger episodes unless `labelled_failure_waypoints`).
 
     `acted` (chunk > 1): each step as the chunk policy produced it, for log-probs of the actions
     it took (RL, DPO, diagnostics): the observation and chunk of the decision the step came
@@ -150,7 +152,7 @@ def episode_steps(
     if waypoints:
         steps.waypoints = np.concatenate(  # where each row's observation should say it goes
             [
-                episode_waypoints(e, waypoints, keyframes)[d]
+                episode_waypoints(e, waypoints, keyframes, labelled_failure_waypoints)[d]
                 for e, d in zip(episodes, decisions, strict=True)
             ]
         ).astype(np.float32)

@@ -69,6 +69,11 @@ class SFTConfig(OptimConfig):
     keyframes: str = "gripper"
     """Which steps are keyframes for the waypoint targets (`train.organize.waypoints`):
     `gripper` (finger changes, the last step) or `gripper_and_moves` (also move ends)."""
+    labelled_failure_waypoints: bool = True
+    """Whether failed dagger episodes (trained on the expert's labels of the policy's states,
+    `collect.guidance`) train the waypoint estimate too. Their states follow what the policy
+    did, so the fingertip at the labels' keyframes is where the policy went (over a cube it
+    never grasped): false leaves their waypoint targets out (the labels still train the actions)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -51,7 +51,13 @@ def sft_update(
     """
     config = config or SFTConfig()
     waypoints = policy.waypoints if config.waypoint_weight > 0 else 0
-    steps = episode_steps(episodes, policy.chunk, waypoints, config.keyframes)
+    steps = episode_steps(
+        episodes,
+        policy.chunk,
+        waypoints,
+        config.keyframes,
+        labelled_failure_waypoints=config.labelled_failure_waypoints,
+    )
     params = trainable_parameters(policy, config)
     opt = Optimization(params, config, num_optimizer_steps(len(steps), config), name="sft")
     generator = torch.Generator().manual_seed(seed)
@@ -83,7 +89,8 @@ def sft_update(
                             aux = waypoint_loss(predicted, target)
                         loss = loss + config.waypoint_weight * aux
                         aux_total += aux.item() * len(part)
-                        errors.append((predicted.detach().float() - target).norm(dim=-1).cpu())
+                        error = (predicted.detach().float() - target).norm(dim=-1).cpu()
+                        errors.append(error[~torch.isnan(error)])  # known targets only
                     (loss * (len(part) / len(batch)) * opt.loss_scale).backward()
                 count += len(batch)
                 opt.accumulated()
@@ -92,7 +99,7 @@ def sft_update(
             if errors:
                 waypoint_metrics = {
                     "train/waypoint_loss": aux_total / max(count, 1),
-                    "train/waypoint_error_cm": float(torch.cat(errors).median()) * 100.0,
+                    "train/waypoint_error_cm": float(torch.cat(errors).nanmedian()) * 100.0,
                 }
         opt.flush()
     elapsed = time.perf_counter() - start
