@@ -119,6 +119,14 @@ class Guidance:
         return self.beta * self.beta_decay ** max(round - 1, 0)
 
 
+def expert_labels(episode) -> np.ndarray | None:
+    """int64 [T, d]: the expert's label of each state a dagger episode visited
+    (`step_info[LABEL_KEYS]`); None for an episode without them."""
+    if not all(key in episode.step_info for key in LABEL_KEYS):
+        return None
+    return np.stack([episode.step_info[key] for key in LABEL_KEYS], axis=1).astype(np.int64)
+
+
 def policy_acted(episode) -> np.ndarray:
     """bool [T]: the steps of an episode the policy acted (all, unless a guided episode's expert
     took some: `step_info[EXPERT_KEY]`)."""

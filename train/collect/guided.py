@@ -117,7 +117,10 @@ class GuidedActor:
             elif dagger:  # a coin per step
                 by_expert[slot] = bool(self._rng[slot].random() < self.beta)
             self._t[slot] += 1
-        expert = self._expert_bins(vec, leading)
+        # from the policy's states the expert labels and acts with slack; a lead is the
+        # demonstrations' own expert
+        slack = g.expert_slack if dagger or takeover else 1.0
+        expert = self._expert_bins(vec, leading, slack)
         # the policy decides for its own slots (dagger: for every slot after the lead, so its
         # chunks run on through the expert's steps)
         policy_slots = active & ~(leading if dagger else by_expert)
@@ -134,13 +137,10 @@ class GuidedActor:
             info.update({key: expert[:, k].astype(np.float32) for k, key in enumerate(LABEL_KEYS)})
         return ActorStep(bins, logprobs, actions, info)
 
-    def _expert_bins(self, vec, leading: np.ndarray) -> np.ndarray:
-        """int64 [n, d]: the expert's action in every slot: from the policy's states with
-        `expert_slack` (dagger, takeover), in a demonstration's lead (`leading`) the
-        demonstrations' own expert. Each slot's expert is asked once, twice only while a lead
-        and slack meet in one step."""
-        g = self.guidance
-        slack = g.expert_slack if g.uses("dagger") or g.uses("takeover") else 1.0
+    def _expert_bins(self, vec, leading: np.ndarray, slack: float) -> np.ndarray:
+        """int64 [n, d]: the expert's action in every slot: with `slack` from the policy's
+        states, in a demonstration's lead (`leading`) the demonstrations' own expert. Each
+        slot's expert is asked once, twice only while a lead and slack meet in one step."""
         strict = None
         if slack == 1.0 or leading.any():
             strict = actions_to_bins(np.asarray(vec.call("expert_action"), np.float32))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from train.collect.guidance import LABEL_KEYS
+from train.collect.guidance import expert_labels
 from train.organize.datasets import (
     DPOPair,
     RLGroup,
@@ -95,11 +95,11 @@ def expert_labelled(episode: Episode) -> Episode:
     """A dagger episode (`train.collect.guided`) with the expert's label of every visited state
     as its action bins; any other episode as it is. What ran (`actions`), the outcome, the states
     and the `episode_id` (its verdicts) are the episode's own."""
-    if not all(key in episode.step_info for key in LABEL_KEYS):
+    labels = expert_labels(episode)
+    if labels is None:
         return episode
-    labels = np.stack([episode.step_info[key] for key in LABEL_KEYS], axis=1)
     return replace(
         episode,
-        action_bins=labels.astype(np.int64),
+        action_bins=labels,
         logprobs=np.full(labels.shape, np.nan, dtype=np.float32),
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.action_tokens import bins_to_actions
-from train.collect.guidance import LABEL_KEYS
+from train.collect.guidance import expert_labels
 from verifiers.episode import Episode
 
 KEYFRAME_KINDS = ("gripper", "gripper_and_moves")
@@ -84,7 +84,5 @@ def is_labelled_failure(episode: Episode) -> bool:
     of its states (`train.organize.round_data.expert_labelled`), not what ran."""
     if episode.is_success or episode.relabelled_from is not None:
         return False
-    if not all(key in episode.step_info for key in LABEL_KEYS):
-        return False
-    labels = np.stack([episode.step_info[key] for key in LABEL_KEYS], axis=1)
-    return bool(np.array_equal(labels.astype(np.int64), episode.action_bins))
+    labels = expert_labels(episode)
+    return labels is not None and bool(np.array_equal(labels, episode.action_bins))

@@ -89,8 +89,7 @@ def sft_update(
                             aux = waypoint_loss(predicted, target)
                         loss = loss + config.waypoint_weight * aux
                         aux_total += aux.item() * len(part)
-                        error = (predicted.detach().float() - target).norm(dim=-1).cpu()
-                        errors.append(error[~torch.isnan(error)])  # known targets only
+                        errors.append((predicted.detach().float() - target).norm(dim=-1).cpu())
                     (loss * (len(part) / len(batch)) * opt.loss_scale).backward()
                 count += len(batch)
                 opt.accumulated()
@@ -99,6 +98,7 @@ def sft_update(
             if errors:
                 waypoint_metrics = {
                     "train/waypoint_loss": aux_total / max(count, 1),
+                    # over the known targets (NaN: a target left out)
                     "train/waypoint_error_cm": float(torch.cat(errors).nanmedian()) * 100.0,
                 }
         opt.flush()
