@@ -362,3 +362,38 @@ def test_rl_augment_shift_moves_the_images_and_still_learns(rl_groups):
     assert success.sum() > np.concatenate([g.episodes[0].logprobs for g in rl_groups]).sum()
     with pytest.raises(ValueError, match="augment_shift must be >= 0"):
         RLConfig(augment_shift=-1)
+
+
+def test_rl_value_baseline_learns_from_every_group_with_per_step_credit(rl_groups):
+    """With a learned critic (`baseline="value"`) a group whose samples all failed is used (the
+    group baseline skips it), the successes' actions gain probability and the failures' lose
+    it (lambda 1: every success step's advantage is 1 - V > 0, every failure's -V < 0), and the
+    critic's diagnostics are finite."""
+    failure = rl_groups[0].episodes[1]
+    uniform = RLGroup("t", 0, "x", [failure, failure], np.zeros(2, dtype=np.float32))
+    config = RLConfig(lr=1e-3, epochs=2, batch_size=16, baseline="value", gae_lambda=1.0)
+    policy = Policy.from_preset("tiny", seed=0)
+    metrics = rl_update(policy, [uniform], config)
+    assert metrics["train/rl_groups_used"] == 1.0 and metrics["train/rl_groups_skipped"] == 0.0
+    assert metrics["train/rl_advantage_mean"] < 0.0  # a failure's every step: -V < 0
+    policy.model.eval()
+    assert step_logprobs(policy, episode_steps([failure])).sum() < failure.logprobs.sum()
+
+    policy = Policy.from_preset("tiny", seed=0)
+    metrics = rl_update(policy, rl_groups, config, seed=3)
+    policy.model.eval()
+    successes = [g.episodes[0] for g in rl_groups]
+    failures = [g.episodes[1] for g in rl_groups]
+    success_before = np.concatenate([e.logprobs for e in successes]).sum()
+    failure_before = np.concatenate([e.logprobs for e in failures]).sum()
+    assert step_logprobs(policy, episode_steps(successes)).sum() > success_before
+    assert step_logprobs(policy, episode_steps(failures)).sum() < failure_before
+    for key in ("train/value_loss", "train/value_explained_variance", "train/value_mean"):
+        assert np.isfinite(metrics[key]), key
+    assert 0.0 < metrics["train/value_mean"] < 1.0
+    assert metrics["train/value_steps"] == sum(e.length for g in rl_groups for e in g.episodes)
+    assert metrics["train/rl_seconds"] > 0.0
+    with pytest.raises(ValueError, match="baseline"):
+        RLConfig(baseline="critic")
+    with pytest.raises(ValueError, match="gae_lambda"):
+        RLConfig(gae_lambda=1.5)

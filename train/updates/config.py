@@ -91,6 +91,8 @@ ADVANTAGE_NORMS = ("none", "group", "batch")
 """`RLConfig.advantage_norm` options."""
 AGGREGATIONS = ("token", "episode")
 """`RLConfig.aggregation` options."""
+BASELINES = ("group", "value")
+"""`RLConfig.baseline` options."""
 
 
 @dataclass
@@ -137,6 +139,24 @@ class RLConfig(OptimConfig):
     """Weight of the policy-gradient term; 0 with `demo_weight` > 0 trains on the
     demonstrations alone with the same optimizer, steps and batches: the control that shows
     what the rollouts' outcomes add."""
+    baseline: str = "group"
+    """Where the advantages come from: `group` (RLOO: each episode's outcome minus the mean of
+    its group's others, shared by all its steps; groups with equal outcomes are skipped) or
+    `value` (a learned critic of the chance of success from each step, cross-fitted on the
+    update's episodes, and per-step GAE advantages: `train.updates.value`; every group is
+    used)."""
+    gae_lambda: float = 0.95
+    """`baseline = "value"`: GAE's lambda (1: the outcome minus the critic's value at each
+    step; lower: more credit to the steps where the predicted chance of success changes)."""
+    value_folds: int = 2
+    """`baseline = "value"`: cross-fitting folds of scenes (each fold's values from a critic
+    that never saw it); 1: one critic, read on the episodes it was fitted to."""
+    value_epochs: int = 3
+    """`baseline = "value"`: the critic's passes over the update's steps (per fold)."""
+    value_lr: float = 2e-3
+    """`baseline = "value"`: the critic's AdamW learning rate."""
+    value_batch_size: int = 64
+    """`baseline = "value"`: the critic's minibatch size in steps."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -163,6 +183,17 @@ class RLConfig(OptimConfig):
             raise ValueError(
                 f"unknown aggregation {self.aggregation!r}; expected one of {AGGREGATIONS}"
             )
+        if self.baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {self.baseline!r}; expected one of {BASELINES}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if self.value_folds < 1 or self.value_epochs < 1 or self.value_batch_size < 1:
+            raise ValueError(
+                f"value_folds, value_epochs and value_batch_size must be >= 1, got "
+                f"{self.value_folds}, {self.value_epochs} and {self.value_batch_size}"
+            )
+        if not self.value_lr > 0:
+            raise ValueError(f"value_lr must be > 0, got {self.value_lr}")
         if self.advantage_norm not in ADVANTAGE_NORMS:
             raise ValueError(
                 f"unknown advantage_norm {self.advantage_norm!r}; expected one of {ADVANTAGE_NORMS}"

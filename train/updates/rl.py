@@ -37,6 +37,7 @@ from train.updates.optim import (
     trainable_parameters,
     training_mode,
 )
+from train.updates.value import value_advantages
 
 
 def group_steps(
@@ -48,6 +49,62 @@ def group_steps(
     A group whose rewards are all equal carries no learning signal (every advantage is 0) and
     is skipped. Raises when an episode has no recorded log-probs (it was not the MLLM's rollout).
     """
+    episodes, rewards, group_ids, skipped = _gather(groups, keep_uniform=False)
+    if not episodes:
+        return None, torch.zeros(0), skipped
+    rewards_t, group_ids_t = torch.from_numpy(rewards), torch.from_numpy(group_ids)
+    advantages = normalize_advantages(
+        group_advantages(rewards_t, group_ids_t), rewards_t, group_ids_t, advantage_norm
+    )
+    advantages = torch.where(advantages < 0, advantages * negative_weight, advantages)
+    steps = episode_steps(episodes, chunk=chunk, acted=True)
+    return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
+
+
+def value_steps(
+    groups: Sequence, chunk: int, config: RLConfig, seed: int = 0
+) -> tuple[StepSet | None, torch.Tensor, dict[str, float]]:
+    """`group_steps` with a learned value baseline (`config.baseline = "value"`,
+    `train.updates.value`): the steps the policy acted in every group's episodes (groups with
+    equal outcomes too: the critic gives their steps credit of their own), each step's GAE
+    advantage from cross-fitted critics, scaled per `config.advantage_norm` (`group`: by the
+    standard deviation of the group's outcomes, where it is not 0) and `negative_weight`; and
+    the critic's diagnostics."""
+    episodes, rewards, group_ids, _ = _gather(groups, keep_uniform=True)
+    if not episodes:
+        return None, torch.zeros(0), {}
+    per_episode, metrics = value_advantages(
+        episodes,
+        rewards,
+        lam=config.gae_lambda,
+        folds=config.value_folds,
+        epochs=config.value_epochs,
+        lr=config.value_lr,
+        batch_size=config.value_batch_size,
+        seed=seed,
+    )
+    acted = [a[policy_acted(e)] for a, e in zip(per_episode, episodes, strict=True)]
+    advantages = torch.from_numpy(np.concatenate(acted))
+    steps = episode_steps(episodes, chunk=chunk, acted=True)
+    step_groups = torch.from_numpy(group_ids[steps.episode_index])
+    if config.advantage_norm == "group":
+        scale = np.ones(len(episodes), dtype=np.float32)
+        for g in np.unique(group_ids):
+            rows = group_ids == g
+            std = rewards[rows].std()
+            scale[rows] = std if std > 0 else 1.0
+        advantages = advantages / torch.from_numpy(scale[steps.episode_index])
+    elif config.advantage_norm == "batch":
+        advantages = normalize_advantages(advantages, advantages, step_groups, "batch")
+    advantages = torch.where(advantages < 0, advantages * config.negative_weight, advantages)
+    return steps, advantages, metrics
+
+
+def _gather(groups: Sequence, keep_uniform: bool):
+    """The groups' episodes, rewards [E] and group ids [E] (float32, int64), and how many groups
+    were left out: those of one member or equal rewards (no group-relative signal), unless
+    `keep_uniform` (then only empty groups). Raises on a policy-acted step without finite
+    rollout log-probs (the episode was not the MLLM's rollout)."""
     episodes, rewards, group_ids, skipped = [], [], [], 0
     for g, group in enumerate(groups):
         group_rewards = np.asarray(group.rewards, dtype=np.float32)
@@ -56,7 +113,8 @@ def group_steps(
                 f"group {g} ({group.task_id} seed {group.env_seed}): expected rewards "
                 f"[{len(group.episodes)}], got shape {group_rewards.shape}"
             )
-        if len(group_rewards) < 2 or np.all(group_rewards == group_rewards[0]):
+        uniform = len(group_rewards) < 2 or np.all(group_rewards == group_rewards[0])
+        if not len(group_rewards) or (uniform and not keep_uniform):
             skipped += 1
             continue
         for episode in group.episodes:
@@ -71,14 +129,8 @@ def group_steps(
         rewards.append(group_rewards)
         group_ids.extend([g] * len(group.episodes))
     if not episodes:
-        return None, torch.zeros(0), skipped
-    rewards_t, group_ids_t = torch.from_numpy(np.concatenate(rewards)), torch.tensor(group_ids)
-    advantages = normalize_advantages(
-        group_advantages(rewards_t, group_ids_t), rewards_t, group_ids_t, advantage_norm
-    )
-    advantages = torch.where(advantages < 0, advantages * negative_weight, advantages)
-    steps = episode_steps(episodes, chunk=chunk, acted=True)
-    return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
+        return [], np.zeros(0, np.float32), np.zeros(0, np.int64), skipped
+    return episodes, np.concatenate(rewards), np.asarray(group_ids, dtype=np.int64), skipped
 
 
 def fill_old_logprobs(
@@ -173,14 +225,23 @@ def rl_update(
     them), `train/rl_stopped_by_kl` (1 when `config.target_kl` ended the update early),
     `train/rl_hindsight_step_frac` (the share of steps from hindsight views, whose behaviour
     log-probs are the entering policy's: `fill_old_logprobs`),
-    `train/rl_samples` and `train/rl_samples_per_s`.
+    `train/rl_samples`, `train/rl_samples_per_s` (the policy's training alone) and
+    `train/rl_seconds` (the whole update, a value baseline's critic included).
+    With `config.baseline = "value"` (`value_steps`) every non-empty group is used and the
+    critic's diagnostics are added (`train/value_loss`, `train/value_explained_variance`, ...).
     With every group skipped nothing is trained and only the counts are returned.
     """
     config = config or RLConfig()
     _check_temperature(temperature)
-    steps, advantages, skipped = group_steps(
-        groups, policy.chunk, config.advantage_norm, config.negative_weight
-    )
+    begin = time.perf_counter()
+    value_metrics = {}
+    if config.baseline == "value":
+        steps, advantages, value_metrics = value_steps(groups, policy.chunk, config, seed)
+        skipped = sum(1 for g in groups if not len(g.episodes))
+    else:
+        steps, advantages, skipped = group_steps(
+            groups, policy.chunk, config.advantage_norm, config.negative_weight
+        )
     counts = {
         "train/rl_groups_used": float(len(groups) - skipped),
         "train/rl_groups_skipped": float(skipped),
@@ -261,11 +322,13 @@ def rl_update(
         "train/rl_advantage_std": float(advantages.std(unbiased=False)),
         "train/rl_advantage_max": float(advantages.abs().max()),
         **opt.metrics(),
+        **value_metrics,
         **({"train/rl_demo_nll": mean["demo_nll"]} if demo_steps is not None else {}),
         "train/rl_stopped_by_kl": float(stopped),
         "train/rl_hindsight_step_frac": filled / len(steps),
         "train/rl_samples": float(samples),
         "train/rl_samples_per_s": samples / elapsed,
+        "train/rl_seconds": time.perf_counter() - begin,
     }
 
 
