@@ -107,6 +107,22 @@ def test_each_decision_is_computed_once_and_organize_uses_it(round_episodes, mon
     assert verify_metrics(decisions)["verify/passed"] == sum(d.passed for d in decisions)
 
 
+def test_uniform_rl_groups_are_kept_only_on_request(round_episodes):
+    """A learned value baseline (`optimize.rl.baseline = "value"`) learns from RL groups whose
+    outcomes are all equal; the group baseline's organize stage drops them."""
+    failures = [e for e in round_episodes if not e.is_success]
+    twice = failures + [replace(e, episode_id=e.episode_id + "/again") for e in failures]
+    eps = [e for e in round_episodes if e.is_success] + twice
+    decisions = decide(eps, [EnvironmentVerifier()])
+    verified = verify_round(eps, decisions, relabel_failures=False)
+    organize = OrganizeSection(dedup=False)
+    dropped = build_round_data(Verified([], []), [verified], organize, seed=0)
+    kept = build_round_data(Verified([], []), [verified], organize, 0, uniform_rl_groups=True)
+    assert dropped.rl == [] and dropped.metrics["organize/rl_groups"] == 0
+    assert len(kept.rl) == len(failures) and kept.metrics["organize/rl_groups"] == len(failures)
+    assert all(g.rewards.tolist() == [0.0, 0.0] for g in kept.rl)
+
+
 def test_stored_verdicts_give_back_the_same_decisions(round_episodes):
     verifiers = [EnvironmentVerifier(), TimeLimitRule(), Veto({round_episodes[0].episode_id})]
     decisions = decide(round_episodes, verifiers)

@@ -231,6 +231,7 @@ class Campaign:
             self._replayed_rounds(k, verify_round(episodes, decisions, cfg.organize.relabel)),
             cfg.organize,
             seed=cfg.organize_seed(k),
+            uniform_rl_groups="rl" in cfg.optimize.sequence and cfg.optimize.rl.baseline == "value",
         )
         record.update(data.metrics)
         demos = self.verified_demos()

@@ -31,11 +31,17 @@ class RoundData:
 
 
 def build_round_data(
-    demos: Verified, rounds: Sequence[Verified], organize: Any, seed: int
+    demos: Verified,
+    rounds: Sequence[Verified],
+    organize: Any,
+    seed: int,
+    uniform_rl_groups: bool = False,
 ) -> RoundData:
     """Organize a round from the verify stage's values: the demonstrations, and the rounds whose
     successes are replayed (oldest first, the current round last), each with its decisions and
     relabelled successes (`verifiers.stage.verify_round`). Nothing is verified here.
+    `uniform_rl_groups` keeps the RL groups whose outcomes are all equal (a learned value
+    baseline, `optimize.rl.baseline = "value"`, learns from them; the group baseline cannot).
 
     The SFT set holds the verified successes of those rounds, the demonstrations and the
     hindsight relabellings of failures; RL groups and DPO pairs come from the current round
@@ -66,7 +72,7 @@ def build_round_data(
     rl = build_rl_groups(
         current.episodes,
         current.decisions,
-        drop_uniform=True,
+        drop_uniform=not uniform_rl_groups,
         by=organize.rl_groups,
         relabelled=current.relabelled,
         relabelled_decisions=current.relabelled_decisions,
