@@ -19,7 +19,8 @@ number. It is fitted afresh each update on the update's own episodes by binary c
 against their outcomes, **cross-fitted**: the scenes are split into `value_folds` folds and each
 fold's values come from a critic trained on the other folds, so an episode's baseline never saw
 its own outcome (a critic fitted and read on the same episodes learns them by heart and returns
-advantages near 0). `value_folds = 1` fits one critic on everything and reads it in-sample.
+advantages near 0). `value_folds = 1` fits one critic on everything and reads it in-sample, as
+does an update whose episodes all come from one scene.
 """
 
 from __future__ import annotations
