@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from agent.model import strided_conv_trunk
+from train.progress import progress_bar
 from verifiers.episode import Episode
 from verifiers.text import encode_instructions
 
@@ -120,17 +121,19 @@ def fit_critic(
     targets = torch.from_numpy(data.targets)
     network.train()
     loss_sum = 0.0
-    for _ in range(epochs):
-        order = rows[torch.randperm(len(rows), generator=generator).numpy()]
-        loss_sum = 0.0
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            logits = network(*data.batch(batch))
-            loss = F.binary_cross_entropy_with_logits(logits, targets[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(batch)
+    with progress_bar(epochs * len(rows), "value critic", "steps") as bar:
+        for _ in range(epochs):
+            order = rows[torch.randperm(len(rows), generator=generator).numpy()]
+            loss_sum = 0.0
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                logits = network(*data.batch(batch))
+                loss = F.binary_cross_entropy_with_logits(logits, targets[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss_sum += float(loss.detach()) * len(batch)
+                bar.update(len(batch))
     network.eval()
     return network, loss_sum / max(len(rows), 1)
 
