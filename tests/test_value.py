@@ -4,20 +4,11 @@ ReachBall episodes."""
 
 import numpy as np
 import pytest
-import torch
 
 import envs
 from train.collect.episodes import collect_episodes
 from train.updates.value import gae_advantages, scene_folds, value_advantages
 from verifiers.episode import Job
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_gae_advantages_by_hand():

@@ -45,26 +45,42 @@ class ClassifierConfig:
     """Seeds weight init and batch order."""
 
 
-class _Network(nn.Module):
-    """The instruction modulates the first layer's features (FiLM), so the trunk sees the image
-    through the instruction (which colour, which object) before any spatial mixing."""
+class InstructedConvNet(nn.Module):
+    """A small CNN whose first layer's features the instruction's words modulate (FiLM), so the
+    trunk sees the image through the instruction (which colour, which object) before any
+    spatial mixing; `features` pools it to [B, 4 * channels]. The success classifier's body,
+    and the RL value baseline's (`train.updates.value`)."""
+
+    def __init__(self, channels: int, text_buckets: int, text_dim: int) -> None:
+        super().__init__()
+        c = channels
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.text = nn.EmbeddingBag(text_buckets, text_dim, mode="mean")
+        self.film = nn.Linear(text_dim, 2 * c)
+        self.trunk = strided_conv_trunk(c)
+
+    def features(
+        self, images: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor
+    ) -> torch.Tensor:
+        """images float [B, 3, H, W] in [0, 1], the instructions' words (`batch_text`) ->
+        [B, 4 * channels] (max- and mean-pooled)."""
+        gamma, beta = self.film(self.text(ids, offsets)).chunk(2, dim=-1)
+        x = self.stem(images - 0.5)
+        x = self.trunk(F.relu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]))
+        return torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=-1)
+
+
+class _Network(InstructedConvNet):
+    """The classifier: the pooled features to one success logit."""
 
     def __init__(self, config: ClassifierConfig) -> None:
-        super().__init__()
-        c = config.channels
-        self.stem = nn.Conv2d(3, c, 3, padding=1)
-        self.text = nn.EmbeddingBag(config.text_buckets, config.text_dim, mode="mean")
-        self.film = nn.Linear(config.text_dim, 2 * c)
-        self.trunk = strided_conv_trunk(c)
-        self.out = nn.Linear(4 * c, 1)
+        super().__init__(config.channels, config.text_buckets, config.text_dim)
+        self.out = nn.Linear(4 * config.channels, 1)
 
     def forward(
         self, images: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor
     ) -> torch.Tensor:
-        gamma, beta = self.film(self.text(ids, offsets)).chunk(2, dim=-1)
-        x = self.stem(images - 0.5)
-        x = self.trunk(F.relu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]))
-        return self.out(torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=-1)).squeeze(-1)
+        return self.out(self.features(images, ids, offsets)).squeeze(-1)
 
 
 def _images(episodes: Sequence[Episode], name: str) -> torch.Tensor:
@@ -109,7 +125,7 @@ class SuccessClassifier:
             total, correct = 0.0, 0
             for start in range(0, len(order), config.batch_size):
                 batch = order[start : start + config.batch_size].tolist()
-                ids, offsets = _batch_text([ids_offsets[i] for i in batch])
+                ids, offsets = batch_text([ids_offsets[i] for i in batch])
                 logits = self.network(augment_frames(images[batch], generator), ids, offsets)
                 loss = F.binary_cross_entropy_with_logits(logits, labels[batch])
                 optimizer.zero_grad()
@@ -174,9 +190,10 @@ class SuccessClassifier:
         return classifier
 
 
-def _batch_text(
+def batch_text(
     pairs: list[tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One EmbeddingBag input (ids, offsets) from per-instruction `encode_instructions` pairs."""
     ids = torch.cat([p[0] for p in pairs])
     lengths = torch.tensor([len(p[0]) for p in pairs])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])

@@ -70,7 +70,9 @@ class StepSet:
         )
 
 
-def _check_episode(episode: Episode) -> None:
+def check_episode(episode: Episode) -> None:
+    """Raise unless `episode` has its frames loaded, >= 1 step, and frames, states and action
+    bins for every step (what an update reads)."""
     name = episode.episode_id or f"{episode.task_id} seed {episode.env_seed}"
     if episode.frames is None:
         raise ValueError(
@@ -122,7 +124,7 @@ def episode_steps(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     for episode in episodes:
-        _check_episode(episode)
+        check_episode(episode)
     lengths = [e.length for e in episodes]
     decisions = [
         _decision_steps(e) if acted and chunk > 1 else np.arange(e.length) for e in episodes

@@ -63,16 +63,16 @@ def group_steps(
 
 def value_steps(
     groups: Sequence, chunk: int, config: RLConfig, seed: int = 0
-) -> tuple[StepSet | None, torch.Tensor, dict[str, float]]:
+) -> tuple[StepSet | None, torch.Tensor, int, dict[str, float]]:
     """`group_steps` with a learned value baseline (`config.baseline = "value"`,
     `train.updates.value`): the steps the policy acted in every group's episodes (groups with
     equal outcomes too: the critic gives their steps credit of their own), each step's GAE
     advantage from cross-fitted critics, scaled per `config.advantage_norm` (`group`: by the
-    standard deviation of the group's outcomes, where it is not 0) and `negative_weight`; and
-    the critic's diagnostics."""
-    episodes, rewards, group_ids, _ = _gather(groups, keep_uniform=True)
+    standard deviation of the group's outcomes, where it is not 0) and `negative_weight`; how
+    many groups were skipped (the empty ones); and the critic's diagnostics."""
+    episodes, rewards, group_ids, skipped = _gather(groups, keep_uniform=True)
     if not episodes:
-        return None, torch.zeros(0), {}
+        return None, torch.zeros(0), skipped, {}
     per_episode, metrics = value_advantages(
         episodes,
         rewards,
@@ -86,18 +86,17 @@ def value_steps(
     acted = [a[policy_acted(e)] for a, e in zip(per_episode, episodes, strict=True)]
     advantages = torch.from_numpy(np.concatenate(acted))
     steps = episode_steps(episodes, chunk=chunk, acted=True)
-    step_groups = torch.from_numpy(group_ids[steps.episode_index])
-    if config.advantage_norm == "group":
-        scale = np.ones(len(episodes), dtype=np.float32)
-        for g in np.unique(group_ids):
-            rows = group_ids == g
-            std = rewards[rows].std()
-            scale[rows] = std if std > 0 else 1.0
-        advantages = advantages / torch.from_numpy(scale[steps.episode_index])
-    elif config.advantage_norm == "batch":
-        advantages = normalize_advantages(advantages, advantages, step_groups, "batch")
+    episode_of = torch.from_numpy(steps.episode_index)
+    rewards_t, group_ids_t = torch.from_numpy(rewards), torch.from_numpy(group_ids)
+    if config.advantage_norm == "group":  # each episode's 1 / its group's outcome spread
+        scale = normalize_advantages(torch.ones(len(episodes)), rewards_t, group_ids_t, "group")
+        advantages = advantages * scale[episode_of]
+    else:
+        advantages = normalize_advantages(
+            advantages, rewards_t[episode_of], group_ids_t[episode_of], config.advantage_norm
+        )
     advantages = torch.where(advantages < 0, advantages * config.negative_weight, advantages)
-    return steps, advantages, metrics
+    return steps, advantages, skipped, metrics
 
 
 def _gather(groups: Sequence, keep_uniform: bool):
@@ -236,8 +235,7 @@ def rl_update(
     begin = time.perf_counter()
     value_metrics = {}
     if config.baseline == "value":
-        steps, advantages, value_metrics = value_steps(groups, policy.chunk, config, seed)
-        skipped = sum(1 for g in groups if not len(g.episodes))
+        steps, advantages, skipped, value_metrics = value_steps(groups, policy.chunk, config, seed)
     else:
         steps, advantages, skipped = group_steps(
             groups, policy.chunk, config.advantage_norm, config.negative_weight

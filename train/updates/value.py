@@ -33,8 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from agent.model import strided_conv_trunk
 from train.progress import progress_bar
+from train.updates.batching import check_episode
+from verifiers.classifier import InstructedConvNet, batch_text
 from verifiers.episode import Episode
 from verifiers.text import encode_instructions
 
@@ -44,27 +45,19 @@ STEP_SCALE = 100.0
 """The step number enters the critic as t / STEP_SCALE (how much time has gone by)."""
 
 
-class ValueNetwork(nn.Module):
+class ValueNetwork(InstructedConvNet):
     """Frame + instruction (FiLM on the first layer) + state + step -> a success logit."""
 
     def __init__(self, state_dim: int, channels: int = 32, text_dim: int = 32) -> None:
-        super().__init__()
-        c = channels
-        self.stem = nn.Conv2d(3, c, 3, padding=1)
-        self.text = nn.EmbeddingBag(TEXT_BUCKETS, text_dim, mode="mean")
-        self.film = nn.Linear(text_dim, 2 * c)
-        self.trunk = strided_conv_trunk(c)
+        super().__init__(channels, TEXT_BUCKETS, text_dim)
         self.head = nn.Sequential(
-            nn.Linear(4 * c + state_dim + 1, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
+            nn.Linear(4 * channels + state_dim + 1, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
         )
 
     def forward(self, images, ids, offsets, states, steps) -> torch.Tensor:
         """images float [B, 3, H, W] in [0, 1]; ids / offsets of the instructions' words
-        (`encode_instructions`); states [B, k]; steps [B] -> logits [B]."""
-        gamma, beta = self.film(self.text(ids, offsets)).chunk(2, dim=-1)
-        x = self.stem(images - 0.5)
-        x = self.trunk(F.relu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]))
-        pooled = torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=-1)
+        (`batch_text`); states [B, k]; steps [B] -> logits [B]."""
+        pooled = self.features(images, ids, offsets)
         extra = torch.cat([states, (steps / STEP_SCALE)[:, None]], dim=-1)
         return self.head(torch.cat([pooled, extra], dim=-1)).squeeze(-1)
 
@@ -74,24 +67,18 @@ class _Steps:
 
     def __init__(self, episodes: Sequence[Episode], rewards: np.ndarray) -> None:
         for episode in episodes:
-            if episode.frames is None or episode.length == 0:
-                name = episode.episode_id or f"{episode.task_id} seed {episode.env_seed}"
-                raise ValueError(
-                    f"episode {name!r}: the value baseline needs its frames and >= 1 step"
-                )
+            check_episode(episode)  # frames loaded, >= 1 step, as every update's steps
         lengths = np.array([e.length for e in episodes])
         self.episode_index = np.repeat(np.arange(len(episodes)), lengths)
         self.t = np.concatenate([np.arange(n) for n in lengths]).astype(np.float32)
         self.frames = np.concatenate([e.frames[: e.length] for e in episodes])
         self.states = np.concatenate([e.states[: e.length] for e in episodes]).astype(np.float32)
         self.targets = np.repeat(np.asarray(rewards, dtype=np.float32), lengths)
-        words = [encode_instructions([e.instruction], TEXT_BUCKETS)[0] for e in episodes]
+        words = [encode_instructions([e.instruction], TEXT_BUCKETS) for e in episodes]
         self.words = [words[i] for i in self.episode_index]
 
     def batch(self, rows: np.ndarray):
-        ids = torch.cat([self.words[i] for i in rows])
-        lengths = torch.tensor([len(self.words[i]) for i in rows])
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])
+        ids, offsets = batch_text([self.words[i] for i in rows])
         images = torch.from_numpy(self.frames[rows]).permute(0, 3, 1, 2).float() / 255.0
         return (
             images,
