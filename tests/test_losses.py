@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from train.updates.config import OptimConfig, RLConfig
 from train.updates.losses import dpo_loss, group_advantages, grpo_loss, kl_k3, sft_loss
 from train.updates.optim import lr_factor, num_optimizer_steps
-from train.updates.rl import rl_objective
+from train.updates.rl import rl_objective, tree_advantages
 
 
 def test_sft_loss_is_mean_negative_logprob_over_unmasked_tokens():
@@ -239,3 +239,32 @@ def test_negative_weight_scales_only_the_failures_advantages():
     assert torch.all(none[full < 0] == 0.0)
     with pytest.raises(ValueError, match="negative_weight must be in"):
         RLConfig(negative_weight=1.5)
+
+
+def test_tree_advantages_by_hand():
+    """Four samples of one scene, two steps of two tokens: they part at step 0's second token
+    (2: samples 0 and 1, value 0.5; 9: samples 2 and 3, value 1) and again below; each token
+    where the samples differed gets its branch's value minus its node's, every other token 0,
+    and a sample's advantages add up to its outcome minus the group's mean (0.75)."""
+    bins = [
+        np.array([[1, 2], [3, 4]]),
+        np.array([[1, 2], [3, 5]]),
+        np.array([[1, 9], [3, 4]]),
+        np.array([[1, 9], [7, 7]]),
+    ]
+    rewards = np.array([1.0, 0.0, 1.0, 1.0])
+    got = tree_advantages(bins, rewards)
+    want = [
+        [[0.0, -0.25], [0.0, 0.5]],
+        [[0.0, -0.25], [0.0, -0.5]],
+        [[0.0, 0.25], [0.0, 0.0]],
+        [[0.0, 0.25], [0.0, 0.0]],
+    ]
+    for g, w, r in zip(got, want, rewards, strict=True):
+        np.testing.assert_allclose(g, w)
+        assert g.sum() == pytest.approx(r - rewards.mean())
+    # a shorter sample (a relabelled prefix) ends at its node; identical samples share every token
+    short = tree_advantages([np.array([[1, 2]]), np.array([[1, 2], [3, 4]])], np.array([1.0, 0.0]))
+    assert all(not a.any() for a in short)
+    with pytest.raises(ValueError, match="one reward per sample"):
+        tree_advantages(bins, rewards[:3])

@@ -14,7 +14,7 @@ from train.organize.datasets import DPOPair, RLGroup
 from train.updates.batching import episode_steps, step_logprobs
 from train.updates.config import DPOConfig, RLConfig, SFTConfig
 from train.updates.dpo import backward_pairs, dpo_objective, dpo_update, pair_steps
-from train.updates.rl import rl_objective, rl_update
+from train.updates.rl import rl_objective, rl_update, tree_steps
 from train.updates.sft import sft_objective, sft_update
 from verifiers.episode import Episode, Job
 
@@ -397,3 +397,28 @@ def test_rl_value_baseline_learns_from_every_group_with_per_step_credit(rl_group
         RLConfig(baseline="critic")
     with pytest.raises(ValueError, match="gae_lambda"):
         RLConfig(gae_lambda=1.5)
+
+
+def test_rl_tree_baseline_credits_only_where_the_samples_part(rl_groups):
+    """With the prefix-tree baseline (`baseline="tree"`) a group's credit sits on the tokens
+    where its samples first differ (here the expert's success and the policy's failure part at
+    some token of their first steps; everything after is 0), the success's token gains
+    probability there and the failure's loses it."""
+    steps, advantages, skipped = tree_steps(rl_groups, chunk=1)
+    assert skipped == 0 and advantages.shape == (len(steps), steps.bins.shape[1])
+    for g in range(len(rl_groups)):
+        rows = np.isin(steps.episode_index, [2 * g, 2 * g + 1])
+        credited = advantages[torch.from_numpy(rows)]
+        assert (credited != 0).sum() == 2  # one token each: they are alone after the split
+        assert sorted(credited[credited != 0].tolist()) == [-0.5, 0.5]
+    config = RLConfig(lr=1e-3, epochs=2, batch_size=16, baseline="tree")
+    policy = Policy.from_preset("tiny", seed=0)
+    metrics = rl_update(policy, rl_groups, config, seed=3)
+    assert metrics["train/rl_groups_used"] == len(rl_groups)
+    policy.model.eval()
+    new = step_logprobs(policy, steps)
+    old = torch.from_numpy(steps.old_logprobs)
+    split = advantages != 0
+    assert (
+        (new - old)[split] * advantages[split]
+    ).min() > 0  # up for the success, down for the failure

@@ -91,7 +91,7 @@ ADVANTAGE_NORMS = ("none", "group", "batch")
 """`RLConfig.advantage_norm` options."""
 AGGREGATIONS = ("token", "episode")
 """`RLConfig.aggregation` options."""
-BASELINES = ("group", "value")
+BASELINES = ("group", "value", "tree")
 """`RLConfig.baseline` options."""
 
 
@@ -144,7 +144,9 @@ class RLConfig(OptimConfig):
     its group's others, shared by all its steps; groups with equal outcomes are skipped) or
     `value` (a learned critic of the chance of success from each step, cross-fitted on the
     update's episodes, and per-step GAE advantages: `train.updates.value`; every group is
-    used)."""
+    used) or `tree` (per-token Monte-Carlo advantages from the prefix tree of the group's
+    samples: the credit sits on the tokens where samples of one scene parted ways,
+    `train.updates.rl.tree_advantages`; groups with equal outcomes are skipped)."""
     gae_lambda: float = 0.95
     """`baseline = "value"`: GAE's lambda (1: the outcome minus the critic's value at each
     step; lower: more credit to the steps where the predicted chance of success changes)."""

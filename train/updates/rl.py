@@ -61,6 +61,77 @@ def group_steps(
     return steps, advantages[torch.from_numpy(steps.episode_index)], skipped
 
 
+def tree_advantages(bins: Sequence[np.ndarray], rewards: np.ndarray) -> list[np.ndarray]:
+    """Per-token advantages of one group's samples from the prefix tree of their action tokens:
+    float32 [T_i, d] for each sample's `bins` [T_i, d].
+
+    The samples of a group start from one scene and the simulator is deterministic, so two
+    samples whose tokens agree so far have seen the same observations: they sit at one node of a
+    tree whose edges are the tokens (step by step, dimension by dimension). A node's value is
+    the mean outcome of the samples through it. Where the samples of a node part ways, each
+    child's token gets its value minus the node's (a Monte-Carlo advantage of that choice, as
+    VinePPO and tree-search RL estimate them); a token every sample of the node chose alike, and
+    every token after a sample is alone in its branch, gets 0: nothing in the group tells them
+    apart. Along a sample's path the advantages add up to its outcome minus the group's mean:
+    the group baseline's credit (up to RLOO's n / (n - 1)), moved onto the tokens where the
+    samples differed."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if len(bins) != len(rewards):
+        raise ValueError(f"expected one reward per sample ({len(bins)}), got {len(rewards)}")
+    flat = [np.asarray(b).reshape(-1) for b in bins]
+    out = [np.zeros(len(f), dtype=np.float32) for f in flat]
+    stack = [(np.arange(len(flat)), 0)]  # (members of a node, depth in tokens)
+    while stack:
+        members, depth = stack.pop()
+        value = rewards[members].mean()
+        going = members[[len(flat[m]) > depth for m in members]]
+        while len(going) > 1:
+            tokens = np.array([flat[m][depth] for m in going])
+            if np.all(tokens == tokens[0]):  # no choice here: walk down without a new node
+                depth += 1
+                going = going[[len(flat[m]) > depth for m in going]]
+                value = rewards[going].mean() if len(going) else value
+                continue
+            for token in np.unique(tokens):
+                child = going[tokens == token]
+                advantage = rewards[child].mean() - value
+                for m in child:
+                    out[m][depth] = advantage
+                stack.append((child, depth + 1))
+            break
+    return [o.reshape(np.asarray(b).shape) for o, b in zip(out, bins, strict=True)]
+
+
+def tree_steps(
+    groups: Sequence, chunk: int, advantage_norm: str = "none", negative_weight: float = 1.0
+) -> tuple[StepSet | None, torch.Tensor, int]:
+    """`group_steps` with the prefix-tree baseline (`RLConfig.baseline = "tree"`): the steps of
+    the groups whose outcomes vary and their per-token advantages [N, d] (`tree_advantages`),
+    scaled per `advantage_norm` (`group`: by the standard deviation of the group's outcomes;
+    `batch`: by that of the update's non-zero advantages) and `negative_weight`; how many groups
+    were skipped."""
+    episodes, rewards, group_ids, skipped = _gather(groups, keep_uniform=False)
+    if not episodes:
+        return None, torch.zeros(0), skipped
+    per_episode: list[np.ndarray] = [None] * len(episodes)
+    for g in np.unique(group_ids):
+        members = np.flatnonzero(group_ids == g)
+        advantages = tree_advantages([episodes[i].action_bins for i in members], rewards[members])
+        if advantage_norm == "group":
+            spread = float(rewards[members].std())
+            advantages = [a / spread for a in advantages] if spread > 0 else advantages
+        for i, a in zip(members, advantages, strict=True):
+            per_episode[i] = a
+    acted = [a[policy_acted(e)] for a, e in zip(per_episode, episodes, strict=True)]
+    advantages = torch.from_numpy(np.concatenate(acted).astype(np.float32))
+    if advantage_norm == "batch":
+        nonzero = advantages[advantages != 0]
+        spread = float(nonzero.std(unbiased=False)) if len(nonzero) > 1 else 0.0
+        advantages = advantages / spread if spread > 0 else advantages
+    advantages = torch.where(advantages < 0, advantages * negative_weight, advantages)
+    return episode_steps(episodes, chunk=chunk, acted=True), advantages, skipped
+
+
 def value_steps(
     groups: Sequence, chunk: int, config: RLConfig, seed: int = 0
 ) -> tuple[StepSet | None, torch.Tensor, int, dict[str, float]]:
@@ -236,6 +307,10 @@ def rl_update(
     value_metrics = {}
     if config.baseline == "value":
         steps, advantages, skipped, value_metrics = value_steps(groups, policy.chunk, config, seed)
+    elif config.baseline == "tree":
+        steps, advantages, skipped = tree_steps(
+            groups, policy.chunk, config.advantage_norm, config.negative_weight
+        )
     else:
         steps, advantages, skipped = group_steps(
             groups, policy.chunk, config.advantage_norm, config.negative_weight
