@@ -13,7 +13,14 @@ from train.collect.episodes import collect_episodes
 from train.organize.datasets import DPOPair, RLGroup
 from train.updates.batching import episode_steps, step_logprobs
 from train.updates.config import DPOConfig, RLConfig, SFTConfig
-from train.updates.dpo import backward_pairs, dpo_objective, dpo_update, pair_steps
+from train.updates.dpo import (
+    backward_pairs,
+    dpo_objective,
+    dpo_update,
+    first_split,
+    pair_steps,
+    step_pairs,
+)
 from train.updates.rl import rl_objective, rl_update, tree_steps
 from train.updates.sft import sft_objective, sft_update
 from verifiers.episode import Episode, Job
@@ -422,3 +429,38 @@ def test_rl_tree_baseline_credits_only_where_the_samples_part(rl_groups):
     assert (
         (new - old)[split] * advantages[split]
     ).min() > 0  # up for the success, down for the failure
+
+
+def test_dpo_step_level_compares_the_step_where_the_pair_parts(demos, failures):
+    """`level="step"` cuts each pair to the step where the success and the failure first took
+    different tokens (same scene: the same observation up to there), scores that one step, and
+    raises the chosen step's log-prob against the rejected one's; a pair that never parts is
+    dropped and counted."""
+    pairs = [DPOPair(c, r) for c, r in zip(demos, failures, strict=True)]
+    cut = step_pairs(pairs)
+    assert len(cut) == len(pairs)
+    for pair, short in zip(pairs, cut, strict=True):
+        t = first_split(pair.chosen, pair.rejected)
+        assert (pair.chosen.action_bins[:t] == pair.rejected.action_bins[:t]).all()
+        assert short.chosen.length == short.rejected.length == 1
+        np.testing.assert_array_equal(short.chosen.frames[0], pair.chosen.frames[t])
+        np.testing.assert_array_equal(short.chosen.action_bins[0], pair.chosen.action_bins[t])
+        np.testing.assert_array_equal(short.rejected.action_bins[0], pair.rejected.action_bins[t])
+    same = DPOPair(demos[0], demos[0])
+    assert first_split(demos[0], demos[0]) is None and step_pairs([same]) == []
+
+    policy = Policy.from_preset("tiny", seed=0)
+    reference = copy.deepcopy(policy)
+    config = DPOConfig(lr=1e-3, epochs=5, batch_size=2, beta=0.5, level="step")
+    metrics = dpo_update(policy, [*pairs, same], config)
+    assert metrics["train/dpo_pairs_used"] == len(pairs)
+    assert metrics["train/dpo_pairs_offered"] == len(pairs) + 1
+    policy.model.eval()
+    result = dpo_objective(policy, cut, config, reference=reference)
+    assert result["dpo_loss"] < np.log(2) - 0.1 and result["dpo_accuracy"] == 1.0
+    assert dpo_update(Policy.from_preset("tiny", seed=0), [same], config) == {
+        "train/dpo_pairs_used": 0.0,
+        "train/dpo_pairs_offered": 1.0,
+    }
+    with pytest.raises(ValueError, match="level"):
+        DPOConfig(level="token")

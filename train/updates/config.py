@@ -202,6 +202,10 @@ class RLConfig(OptimConfig):
             )
 
 
+DPO_LEVELS = ("trajectory", "step")
+"""`DPOConfig.level` options."""
+
+
 @dataclass
 class DPOConfig(OptimConfig):
     """DPO on (success, failure) trajectory pairs against a frozen reference."""
@@ -225,6 +229,10 @@ class DPOConfig(OptimConfig):
     """Add this times the demonstrations' action-token cross-entropy to every minibatch's loss
     (as `RLConfig.demo_weight`; as many demonstration steps as the batch's chosen trajectories
     hold, at most `forward_chunk`); 0: off."""
+    level: str = "trajectory"
+    """What a pair compares: `trajectory` (the success's and the failure's whole action
+    sequences) or `step` (the one step where they first part ways: the same observation and two
+    choices, one of which went on to succeed; `train.updates.dpo.step_pairs`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -236,3 +244,5 @@ class DPOConfig(OptimConfig):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.nll_weight < 0:
             raise ValueError(f"nll_weight must be >= 0, got {self.nll_weight}")
+        if self.level not in DPO_LEVELS:
+            raise ValueError(f"unknown DPO level {self.level!r}; expected one of {DPO_LEVELS}")

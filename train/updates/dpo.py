@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 
+from train.collect.guidance import policy_acted
 from train.updates.batching import (
     StepSet,
     chunks,
@@ -34,6 +36,55 @@ from train.updates.optim import (
     training_mode,
 )
 from train.updates.rl import reference_logprobs
+from verifiers.episode import Episode
+
+
+def first_split(chosen: Episode, rejected: Episode) -> int | None:
+    """The first step at which two episodes of one scene took different action tokens (both
+    acted by the policy), or None when they agree over the shorter one's length. Up to that
+    step they saw the same observations (one start, a deterministic simulator)."""
+    n = min(chosen.length, rejected.length)
+    differ = np.flatnonzero((chosen.action_bins[:n] != rejected.action_bins[:n]).any(axis=1))
+    if not len(differ):
+        return None
+    t = int(differ[0])
+    if not (policy_acted(chosen)[t] and policy_acted(rejected)[t]):
+        return None  # an expert step of a guided episode: not the policy's choice
+    return t
+
+
+def one_step(episode: Episode, t: int) -> Episode:
+    """Step t of `episode` alone, as a one-step episode (its observation, tokens, log-probs)."""
+    return replace(
+        episode,
+        actions=episode.actions[t : t + 1],
+        action_bins=episode.action_bins[t : t + 1],
+        logprobs=episode.logprobs[t : t + 1],
+        rewards=episode.rewards[t : t + 1],
+        states=episode.states[t : t + 2],
+        frames=None if episode.frames is None else episode.frames[t : t + 2],
+        step_info={key: value[t : t + 1] for key, value in episode.step_info.items()},
+    )
+
+
+def step_pairs(pairs: Sequence, chunk: int = 1) -> list:
+    """Step-level DPO pairs (`DPOConfig.level = "step"`): each trajectory pair cut to the step
+    where the success and the failure first part ways (the same observation, two choices, one
+    of which went on to succeed); pairs that never part are dropped. Needs a policy deciding one
+    step at a time (a chunk policy's step is not a decision of its own)."""
+    if chunk != 1:
+        raise ValueError(
+            f"step-level DPO needs a policy deciding one step at a time; this one decides "
+            f'{chunk} (use optimize.dpo.level = "trajectory")'
+        )
+    out = []
+    for pair in pairs:
+        t = first_split(pair.chosen, pair.rejected)
+        if t is not None:
+            out.append(
+                replace(pair, chosen=one_step(pair.chosen, t), rejected=one_step(pair.rejected, t))
+            )
+    return out
 
 
 def pair_steps(pairs: Sequence, chunk: int = 1) -> StepSet:
@@ -122,11 +173,17 @@ def dpo_update(
     with LoRA, else the policy as it is before this update). Returns `train/dpo_loss`,
     `train/dpo_accuracy`, `train/dpo_margin`, `train/dpo_chosen_reward`,
     `train/dpo_rejected_reward` (means over the last epoch), the optimizer's metrics,
-    `train/dpo_samples` (trajectory steps trained on), `train/dpo_samples_per_s`,
-    `train/dpo_pairs_per_s`.
+    `train/dpo_pairs_used` (of `train/dpo_pairs_offered`: with `config.level = "step"` the
+    pairs that part ways), `train/dpo_samples` (trajectory steps trained on),
+    `train/dpo_samples_per_s`, `train/dpo_pairs_per_s`.
     """
     config = config or DPOConfig()
     start = time.perf_counter()
+    offered = len(pairs)
+    if config.level == "step":
+        pairs = step_pairs(pairs, policy.chunk)
+        if not pairs:
+            return {"train/dpo_pairs_used": 0.0, "train/dpo_pairs_offered": float(offered)}
     steps = pair_steps(pairs, policy.chunk)
     num_pairs = len(pairs)
     ref_steps = reference_logprobs(
@@ -190,6 +247,8 @@ def dpo_update(
         **({"train/dpo_chosen_nll": mean["chosen_nll"]} if config.nll_weight > 0 else {}),
         **({"train/dpo_demo_nll": mean["demo_nll"]} if demo_steps is not None else {}),
         **opt.metrics(),
+        "train/dpo_pairs_used": float(num_pairs),
+        "train/dpo_pairs_offered": float(offered),
         "train/dpo_samples": float(samples),
         "train/dpo_samples_per_s": samples / elapsed,
         "train/dpo_pairs_per_s": pairs_seen / elapsed,
