@@ -6,8 +6,10 @@ held-out seeds (does it carry over?), without collecting again.
 A campaign round costs minutes of collection and the curve moves by a few points; this replays
 the organize and optimize stages of round K of a finished run (`--data-run`) from the checkpoint
 of round K-1 of `--seed-run` (by default the same run), so settings can be compared on the same
-data in one run of this script each. With the data run's own settings it reproduces the data
-run's round-K policy and held-out rate exactly (the update's seed is the campaign's).
+data in one run of this script each. The round is organized by the campaign's own code (its
+stored verdicts for the earlier rounds SFT replays, its demonstrations, its update seed), so
+with the data run's own settings it reproduces the data run's round-K policy and held-out rate
+exactly.
 
 Usage:
     python bench/update_screen.py --data-run RUN --round 1 --update rl \\
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -32,14 +35,12 @@ import torch
 import envs
 from agent import Policy
 from train.campaign.config import load_campaign_config
+from train.campaign.loop import Campaign
 from train.collect.episodes import collect_episodes
-from train.collect.store import EpisodeStore
 from train.organize import round_data as organize
 from train.results.evaluate import evaluate
-from train.updates import UPDATES, RoundContext
-from verifiers.environment import EnvironmentVerifier
-from verifiers.episode import Job, Verified
-from verifiers.registry import build_verifiers
+from train.updates import UPDATES
+from verifiers.episode import Job
 from verifiers.stage import decide, verify_round
 
 
@@ -58,40 +59,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round", type=int, default=1, help="K (>= 1)")
     parser.add_argument("--update", choices=sorted(UPDATES), default="rl")
     parser.add_argument("--eval-episodes", type=int, default=None, help="held-out per task")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads, fixed (AUTODIDACT_THREADS)"
+    )
     parser.add_argument("overrides", nargs="*", help="key=value settings over the data run's")
     args = parser.parse_args(argv)
     if args.round < 1:
         parser.error(f"--round must be >= 1 (the round whose data is replayed), got {args.round}")
+    # fixed, not the runtime's choice from the machine's load (`agent.runtime.adapt_threads`,
+    # which the collection and the optimizers call): screens compared must run alike
+    os.environ["AUTODIDACT_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
     k = args.round
     cfg = load_campaign_config(path=f"{args.data_run}/config.toml", overrides=args.overrides)
-    store = EpisodeStore(f"{args.data_run}/episodes")
+    campaign = Campaign(cfg, args.data_run)  # read only: its store, verdicts and demonstrations
     sampled = [
-        e for e in store.load(where={"round": k}, with_frames=True) if e.relabelled_from is None
+        e
+        for e in campaign.store.load(where={"round": k}, with_frames=True)
+        if e.relabelled_from is None
     ]
     if not sampled:
         parser.error(f"{args.data_run} holds no episodes of round {k}")
-    demos = store.load(where={"round": 0}, with_frames=True)
-    verified_demos = Verified(demos, decide(demos, [EnvironmentVerifier()]))
-    current = verify_round(
-        sampled, decide(sampled, build_verifiers(cfg.verify.verifiers)), cfg.organize.relabel
-    )
-    uniform = "rl" in cfg.optimize.sequence and cfg.optimize.rl.baseline == "value"
+    current = verify_round(sampled, decide(sampled, campaign.verifiers), cfg.organize.relabel)
     data = organize.build_round_data(
-        verified_demos, [current], cfg.organize, cfg.organize_seed(k), uniform_rl_groups=uniform
+        campaign.verified_demos(),
+        campaign.replayed_rounds(k, current),
+        cfg.organize,
+        cfg.organize_seed(k),
+        uniform_rl_groups=args.update == "rl" and cfg.optimize.rl.baseline == "value",
     )
     policy = Policy.from_pretrained(f"{args.seed_run or args.data_run}/checkpoints/round_{k - 1}")
     update = UPDATES[args.update]
-    context = RoundContext(
-        seed=cfg.update_seed(k),
-        temperature=cfg.collect.temperature,
-        demos=tuple(
-            e
-            for e, d in zip(verified_demos.episodes, verified_demos.decisions, strict=True)
-            if d.passed
-        ),
-    )
+    context = campaign.round_context(k)
     start = time.perf_counter()
     metrics = update.run(
         policy, getattr(data, update.data), getattr(cfg.optimize, args.update), context

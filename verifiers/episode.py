@@ -5,7 +5,7 @@ Every stage may import this module; it imports no stage."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -116,6 +116,27 @@ class Verified:
                     f"Verified: the decisions do not follow the {what} one for one "
                     f"({len(decisions)} decisions for {len(episodes)} episodes)"
                 )
+
+
+def episode_window(episode: Episode, start: int, stop: int) -> Episode:
+    """Steps `start`..`stop - 1` of `episode` as an episode of their own: their actions, tokens,
+    log-probs, rewards and step info, and the frames and states from the observation before
+    step `start` through the one after step `stop - 1`."""
+    if not 0 <= start < stop <= episode.length:
+        raise ValueError(
+            f"episode {episode.episode_id!r}: steps {start}..{stop - 1} are not within its "
+            f"{episode.length} steps"
+        )
+    return replace(
+        episode,
+        actions=episode.actions[start:stop],
+        action_bins=episode.action_bins[start:stop],
+        logprobs=episode.logprobs[start:stop],
+        rewards=episode.rewards[start:stop],
+        states=episode.states[start : stop + 1],
+        frames=None if episode.frames is None else episode.frames[start : stop + 1],
+        step_info={key: value[start:stop] for key, value in episode.step_info.items()},
+    )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from verifiers.episode import Episode
+from verifiers.episode import Episode, episode_window
 
 RELABEL_SUFFIX = "/relabel:"
 """A relabelled copy's `episode_id` is its source's, this, and the copy's index."""
@@ -71,14 +71,4 @@ def episode_prefix(episode: Episode, t: int) -> Episode:
         raise ValueError(
             f"relabel: episode {episode.episode_id!r} has achieved_at step {t}; expected 1..{episode.length}"
         )
-    frames = None if episode.frames is None else episode.frames[: t + 1]
-    return replace(
-        episode,
-        actions=episode.actions[:t],
-        action_bins=episode.action_bins[:t],
-        logprobs=episode.logprobs[:t],
-        rewards=episode.rewards[:t],
-        states=episode.states[: t + 1],
-        frames=frames,
-        step_info={key: value[:t] for key, value in episode.step_info.items()},
-    )
+    return episode_window(episode, 0, t)

@@ -228,20 +228,13 @@ class Campaign:
         record.update(verify_metrics(decisions))
         data = organize.build_round_data(
             self.verified_demos(),
-            self._replayed_rounds(k, verify_round(episodes, decisions, cfg.organize.relabel)),
+            self.replayed_rounds(k, verify_round(episodes, decisions, cfg.organize.relabel)),
             cfg.organize,
             seed=cfg.organize_seed(k),
             uniform_rl_groups="rl" in cfg.optimize.sequence and cfg.optimize.rl.baseline == "value",
         )
         record.update(data.metrics)
-        demos = self.verified_demos()
-        context = RoundContext(
-            seed=cfg.update_seed(k),
-            temperature=cfg.collect.temperature,
-            demos=tuple(
-                e for e, d in zip(demos.episodes, demos.decisions, strict=True) if d.passed
-            ),
-        )
+        context = self.round_context(k)
         for name in cfg.optimize.sequence:
             update = UPDATES[name]
             payload = getattr(data, update.data)
@@ -257,7 +250,19 @@ class Campaign:
         self._save(k, self.policy)
         return record
 
-    def _replayed_rounds(self, k: int, current: Verified) -> list[Verified]:
+    def round_context(self, k: int) -> RoundContext:
+        """What round k's updates are given beside their data: the round's update seed, the
+        collection's temperature and the verified demonstrations."""
+        demos = self.verified_demos()
+        return RoundContext(
+            seed=self.config.update_seed(k),
+            temperature=self.config.collect.temperature,
+            demos=tuple(
+                e for e, d in zip(demos.episodes, demos.decisions, strict=True) if d.passed
+            ),
+        )
+
+    def replayed_rounds(self, k: int, current: Verified) -> list[Verified]:
         """The verified sets of the rounds whose successes round k's SFT replays (oldest first):
         earlier ones from the store and their stored verdicts, this round's as just verified."""
         replay = self.config.organize.replay_rounds

@@ -36,7 +36,7 @@ from train.updates.optim import (
     training_mode,
 )
 from train.updates.rl import reference_logprobs
-from verifiers.episode import Episode
+from verifiers.episode import Episode, episode_window
 
 
 def first_split(chosen: Episode, rejected: Episode) -> int | None:
@@ -51,20 +51,6 @@ def first_split(chosen: Episode, rejected: Episode) -> int | None:
     if not (policy_acted(chosen)[t] and policy_acted(rejected)[t]):
         return None  # an expert step of a guided episode: not the policy's choice
     return t
-
-
-def one_step(episode: Episode, t: int) -> Episode:
-    """Step t of `episode` alone, as a one-step episode (its observation, tokens, log-probs)."""
-    return replace(
-        episode,
-        actions=episode.actions[t : t + 1],
-        action_bins=episode.action_bins[t : t + 1],
-        logprobs=episode.logprobs[t : t + 1],
-        rewards=episode.rewards[t : t + 1],
-        states=episode.states[t : t + 2],
-        frames=None if episode.frames is None else episode.frames[t : t + 2],
-        step_info={key: value[t : t + 1] for key, value in episode.step_info.items()},
-    )
 
 
 def step_pairs(pairs: Sequence, chunk: int = 1) -> list:
@@ -82,7 +68,11 @@ def step_pairs(pairs: Sequence, chunk: int = 1) -> list:
         t = first_split(pair.chosen, pair.rejected)
         if t is not None:
             out.append(
-                replace(pair, chosen=one_step(pair.chosen, t), rejected=one_step(pair.rejected, t))
+                replace(
+                    pair,
+                    chosen=episode_window(pair.chosen, t, t + 1),
+                    rejected=episode_window(pair.rejected, t, t + 1),
+                )
             )
     return out
 

@@ -117,19 +117,21 @@ def tree_steps(
     for g in np.unique(group_ids):
         members = np.flatnonzero(group_ids == g)
         advantages = tree_advantages([episodes[i].action_bins for i in members], rewards[members])
-        if advantage_norm == "group":
-            spread = float(rewards[members].std())
-            advantages = [a / spread for a in advantages] if spread > 0 else advantages
         for i, a in zip(members, advantages, strict=True):
             per_episode[i] = a
     acted = [a[policy_acted(e)] for a, e in zip(per_episode, episodes, strict=True)]
     advantages = torch.from_numpy(np.concatenate(acted).astype(np.float32))
-    if advantage_norm == "batch":
+    steps = episode_steps(episodes, chunk=chunk, acted=True)
+    if advantage_norm == "group":  # each episode's 1 / its group's outcome spread
+        rewards_t, group_ids_t = torch.from_numpy(rewards), torch.from_numpy(group_ids)
+        scale = normalize_advantages(torch.ones(len(episodes)), rewards_t, group_ids_t, "group")
+        advantages = advantages * scale[torch.from_numpy(steps.episode_index)][:, None]
+    elif advantage_norm == "batch":
         nonzero = advantages[advantages != 0]
         spread = float(nonzero.std(unbiased=False)) if len(nonzero) > 1 else 0.0
         advantages = advantages / spread if spread > 0 else advantages
     advantages = torch.where(advantages < 0, advantages * negative_weight, advantages)
-    return episode_steps(episodes, chunk=chunk, acted=True), advantages, skipped
+    return steps, advantages, skipped
 
 
 def value_steps(
